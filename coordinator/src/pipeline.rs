@@ -1,0 +1,80 @@
+//! The jobs an upload becomes: the per-video DAG.
+//!
+//! ```text
+//! transcode ──► manifest ──► (video ready when every job completed)
+//! thumbnail ─────────────────┘
+//! ```
+//!
+//! One `transcode` job decodes the original once and encodes every rung
+//! (decoding per rung would multiply the decode cost); `thumbnail` runs in
+//! parallel; `manifest` writes the master playlist once the renditions
+//! exist.
+
+use crate::queue::NewJob;
+use serde_json::json;
+use vodfarm_core::jobs::JobType;
+use vodfarm_core::ladder::RenditionLadder;
+use vodfarm_core::layout::{self, LayoutError, ObjectKey};
+
+/// Default HLS segment duration, seconds (the seed's default).
+pub const DEFAULT_SEGMENT_SECONDS: u32 = 10;
+
+/// Seconds between thumbnails.
+pub const THUMBNAIL_INTERVAL_SECONDS: u32 = 10;
+
+/// Leases before a job fails for good.
+pub const DEFAULT_MAX_ATTEMPTS: i32 = 5;
+
+/// The jobs for a finished upload of `original`.
+pub fn upload_jobs(
+    video_id: &str,
+    original: &ObjectKey,
+    ladder: &RenditionLadder,
+    segment_seconds: u32,
+    priority: i32,
+) -> Result<Vec<NewJob>, LayoutError> {
+    let encoded = layout::encoded_prefix(video_id)?;
+    let thumbs = layout::thumbnails_prefix(video_id)?;
+    let job = |job_type, output: &ObjectKey, parameters, depends_on| NewJob {
+        job_type,
+        input_path: original.to_string(),
+        output_path: Some(output.to_string()),
+        parameters,
+        priority,
+        max_attempts: DEFAULT_MAX_ATTEMPTS,
+        depends_on,
+        required_capabilities: Vec::new(),
+    };
+    Ok(vec![
+        job(
+            JobType::Transcode,
+            &encoded,
+            json!({ "ladder": ladder, "segment_duration": segment_seconds }),
+            vec![],
+        ),
+        job(
+            JobType::Thumbnail,
+            &thumbs,
+            json!({ "interval_seconds": THUMBNAIL_INTERVAL_SECONDS, "sprite_columns": 10, "sprite_tile_width": 160 }),
+            vec![],
+        ),
+        job(JobType::Manifest, &encoded, json!({ "segment_duration": segment_seconds }), vec![0]),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifest_waits_for_transcode() {
+        let original = layout::original("v_abc", "mp4").unwrap();
+        let jobs = upload_jobs("v_abc", &original, &RenditionLadder::default(), 6, 0).unwrap();
+        assert_eq!(jobs.len(), 3);
+        assert_eq!(jobs[2].job_type, JobType::Manifest);
+        assert_eq!(jobs[2].depends_on, vec![0]);
+        assert_eq!(jobs[0].job_type, JobType::Transcode);
+        assert_eq!(jobs[0].parameters["segment_duration"], 6);
+        assert_eq!(jobs[0].output_path.as_deref(), Some("encoded/v_abc/"));
+    }
+}

@@ -1,0 +1,197 @@
+//! The object-key layout: the one place that builds object keys.
+//!
+//! ```text
+//! originals/{id}/original.{ext}
+//! encoded/{id}/master.m3u8
+//! encoded/{id}/{rendition}/playlist.m3u8
+//! encoded/{id}/{rendition}/segment_{n}.ts
+//! thumbnails/{id}/thumb_{n}.jpg | default.jpg | sprite.jpg | storyboard.vtt
+//! subtitles/{id}/{lang}.vtt
+//! ```
+//!
+//! Every constructor validates its inputs, so a key built here can never
+//! escape the layout (no `..`, `/` or NUL from a request can get in).
+
+use crate::ids::is_valid_public_id;
+
+/// A part of a key was not acceptable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LayoutError {
+    /// Not a public video id.
+    #[error("invalid video id")]
+    VideoId,
+    /// Not a rendition name like `720p`.
+    #[error("invalid rendition name")]
+    Rendition,
+    /// Not a file extension of 1..=8 lowercase ASCII letters/digits.
+    #[error("invalid file extension")]
+    Extension,
+    /// Not a language tag like `en` or `pt-BR`.
+    #[error("invalid language tag")]
+    Language,
+}
+
+/// A validated object key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectKey(String);
+
+impl ObjectKey {
+    /// The key as stored.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<ObjectKey> for String {
+    fn from(k: ObjectKey) -> String {
+        k.0
+    }
+}
+
+fn video(id: &str) -> Result<&str, LayoutError> {
+    if is_valid_public_id(id) {
+        Ok(id)
+    } else {
+        Err(LayoutError::VideoId)
+    }
+}
+
+/// Whether `name` is a rendition name: digits followed by `p` (`240p`), or `4k`.
+pub fn is_valid_rendition(name: &str) -> bool {
+    let digits = name.strip_suffix('p').unwrap_or("");
+    (!digits.is_empty() && digits.len() <= 5 && digits.bytes().all(|b| b.is_ascii_digit()))
+        || name == "4k"
+}
+
+fn rendition(name: &str) -> Result<&str, LayoutError> {
+    if is_valid_rendition(name) {
+        Ok(name)
+    } else {
+        Err(LayoutError::Rendition)
+    }
+}
+
+/// The uploaded original, `originals/{id}/original.{ext}`.
+pub fn original(video_id: &str, ext: &str) -> Result<ObjectKey, LayoutError> {
+    let ext_ok = !ext.is_empty()
+        && ext.len() <= 8
+        && ext.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    if !ext_ok {
+        return Err(LayoutError::Extension);
+    }
+    Ok(ObjectKey(format!("originals/{}/original.{ext}", video(video_id)?)))
+}
+
+/// The prefix every encoded file of a video lives under, `encoded/{id}/`.
+pub fn encoded_prefix(video_id: &str) -> Result<ObjectKey, LayoutError> {
+    Ok(ObjectKey(format!("encoded/{}/", video(video_id)?)))
+}
+
+/// `encoded/{id}/master.m3u8`.
+pub fn master_playlist(video_id: &str) -> Result<ObjectKey, LayoutError> {
+    Ok(ObjectKey(format!("encoded/{}/master.m3u8", video(video_id)?)))
+}
+
+/// `encoded/{id}/{rendition}/`.
+pub fn rendition_prefix(video_id: &str, rung: &str) -> Result<ObjectKey, LayoutError> {
+    Ok(ObjectKey(format!("encoded/{}/{}/", video(video_id)?, rendition(rung)?)))
+}
+
+/// `encoded/{id}/{rendition}/playlist.m3u8`.
+pub fn rendition_playlist(video_id: &str, rung: &str) -> Result<ObjectKey, LayoutError> {
+    Ok(ObjectKey(format!(
+        "encoded/{}/{}/playlist.m3u8",
+        video(video_id)?,
+        rendition(rung)?
+    )))
+}
+
+/// `encoded/{id}/{rendition}/segment_{n}.ts`.
+pub fn segment(video_id: &str, rung: &str, n: u32) -> Result<ObjectKey, LayoutError> {
+    Ok(ObjectKey(format!(
+        "encoded/{}/{}/segment_{n}.ts",
+        video(video_id)?,
+        rendition(rung)?
+    )))
+}
+
+/// `thumbnails/{id}/`.
+pub fn thumbnails_prefix(video_id: &str) -> Result<ObjectKey, LayoutError> {
+    Ok(ObjectKey(format!("thumbnails/{}/", video(video_id)?)))
+}
+
+/// `thumbnails/{id}/thumb_{n}.jpg`.
+pub fn thumbnail(video_id: &str, n: u32) -> Result<ObjectKey, LayoutError> {
+    Ok(ObjectKey(format!("thumbnails/{}/thumb_{n}.jpg", video(video_id)?)))
+}
+
+/// A fixed-name file under `thumbnails/{id}/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThumbFile {
+    /// `default.jpg`, the poster.
+    Default,
+    /// `sprite.jpg`, the scrubbing grid.
+    Sprite,
+    /// `storyboard.vtt`, cues into the sprite.
+    Storyboard,
+}
+
+/// `thumbnails/{id}/default.jpg|sprite.jpg|storyboard.vtt`.
+pub fn thumb_file(video_id: &str, file: ThumbFile) -> Result<ObjectKey, LayoutError> {
+    let name = match file {
+        ThumbFile::Default => "default.jpg",
+        ThumbFile::Sprite => "sprite.jpg",
+        ThumbFile::Storyboard => "storyboard.vtt",
+    };
+    Ok(ObjectKey(format!("thumbnails/{}/{name}", video(video_id)?)))
+}
+
+/// `subtitles/{id}/{lang}.vtt`; `lang` is a BCP 47-like tag (`en`, `pt-BR`).
+pub fn subtitles(video_id: &str, lang: &str) -> Result<ObjectKey, LayoutError> {
+    let ok = (2..=16).contains(&lang.len())
+        && lang.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && !lang.starts_with('-');
+    if !ok {
+        return Err(LayoutError::Language);
+    }
+    Ok(ObjectKey(format!("subtitles/{}/{lang}.vtt", video(video_id)?)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_follow_the_layout() {
+        let id = "v_abcDEF123-_";
+        assert_eq!(original(id, "mp4").unwrap().as_str(), "originals/v_abcDEF123-_/original.mp4");
+        assert_eq!(master_playlist(id).unwrap().as_str(), "encoded/v_abcDEF123-_/master.m3u8");
+        assert_eq!(
+            segment(id, "720p", 3).unwrap().as_str(),
+            "encoded/v_abcDEF123-_/720p/segment_3.ts"
+        );
+        assert_eq!(
+            thumb_file(id, ThumbFile::Sprite).unwrap().as_str(),
+            "thumbnails/v_abcDEF123-_/sprite.jpg"
+        );
+        assert_eq!(subtitles(id, "pt-BR").unwrap().as_str(), "subtitles/v_abcDEF123-_/pt-BR.vtt");
+    }
+
+    #[test]
+    fn tricks_are_refused() {
+        assert_eq!(original("../x", "mp4"), Err(LayoutError::VideoId));
+        assert_eq!(original("v_a", "m/p4"), Err(LayoutError::Extension));
+        assert_eq!(segment("v_a", "..", 0), Err(LayoutError::Rendition));
+        assert_eq!(segment("v_a", "p", 0), Err(LayoutError::Rendition));
+        assert_eq!(subtitles("v_a", "../en"), Err(LayoutError::Language));
+        assert!(is_valid_rendition("4k"));
+        assert!(is_valid_rendition("1080p"));
+        assert!(!is_valid_rendition("1080"));
+    }
+}

@@ -1,0 +1,20 @@
+//! Shared vocabulary of vodfarm: what every role agrees on.
+//!
+//! - [`ids`]: public identifiers (video, channel, user ids) and secrets.
+//! - [`jobs`]: job types and states, and the worker ⇄ coordinator wire
+//!   protocol (lease, heartbeat, complete, fail).
+//! - [`layout`]: the object-key layout. Nothing else builds object keys.
+//! - [`ladder`]: the rendition ladder (240p/720p/1080p by default).
+//! - [`config`]: helpers for flags and env vars.
+//! - [`http`]: the JSON error body every HTTP API answers with.
+//! - [`telemetry`]: tracing setup and the Prometheus registry helpers.
+
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod http;
+pub mod ids;
+pub mod jobs;
+pub mod ladder;
+pub mod layout;
+pub mod telemetry;

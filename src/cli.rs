@@ -1,0 +1,47 @@
+//! The command line: one binary, a subcommand per role.
+
+use clap::{Parser, Subcommand};
+use vodfarm_core::telemetry::{init_tracing, LogFormat};
+
+/// vodfarm: a video-on-demand backend. Creators upload, a farm of GPU
+/// workers transcodes to an HLS ladder, an origin serves it to CDNs.
+///
+/// Every role reads its settings from flags or the environment variables
+/// named in its --help. Logs go to stderr; RUST_LOG sets the level
+/// (e.g. RUST_LOG=debug).
+#[derive(Debug, Parser)]
+#[command(name = "vodfarm", version, propagate_version = true)]
+pub struct Cli {
+    /// Log format: text for people, json for log shippers.
+    #[arg(long, global = true, env = "VODFARM_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+    /// The role or tool to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the database if needed and apply the schema (idempotent).
+    Migrate(crate::migrate::MigrateArgs),
+    /// Run the coordinator: the leased job queue and the worker API.
+    Coordinator(vodfarm_coordinator::CoordinatorArgs),
+}
+
+/// Parses the command line and runs the chosen role to completion.
+pub async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing(if cli.log_format == "json" { LogFormat::Json } else { LogFormat::Text });
+    match cli.command {
+        Command::Migrate(args) => {
+            let applied = crate::migrate::migrate(&args.database_url).await?;
+            tracing::info!(applied, "schema up to date");
+            println!("schema up to date ({applied} migration(s) applied)");
+        }
+        Command::Coordinator(args) => {
+            vodfarm_coordinator::run(args, crate::shutdown_signal()).await?;
+        }
+    }
+    Ok(())
+}

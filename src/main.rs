@@ -1,0 +1,6 @@
+//! `vodfarm`: see `vodfarm --help`.
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    vodfarm::cli::main().await
+}
