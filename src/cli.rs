@@ -32,7 +32,11 @@ pub enum Command {
 /// Parses the command line and runs the chosen role to completion.
 pub async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_tracing(if cli.log_format == "json" { LogFormat::Json } else { LogFormat::Text });
+    init_tracing(if cli.log_format == "json" {
+        LogFormat::Json
+    } else {
+        LogFormat::Text
+    });
     match cli.command {
         Command::Migrate(args) => {
             let applied = crate::migrate::migrate(&args.database_url).await?;

@@ -7,7 +7,11 @@ use sqlx::Postgres;
 #[derive(Debug, Clone, clap::Args)]
 pub struct MigrateArgs {
     /// PostgreSQL URL; the database is created if it does not exist.
-    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/vodfarm")]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/vodfarm"
+    )]
     pub database_url: String,
 }
 
@@ -29,7 +33,10 @@ pub async fn migrate(database_url: &str) -> Result<usize, MigrateError> {
         tracing::info!("creating database");
         Postgres::create_database(database_url).await?;
     }
-    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(database_url).await?;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(database_url)
+        .await?;
     let before: i64 = applied_count(&pool).await;
     crate::MIGRATOR.run(&pool).await?;
     let after: i64 = applied_count(&pool).await;

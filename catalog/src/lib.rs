@@ -1,1 +1,84 @@
-//! (filled by a later change)
+//! The catalog: users, API tokens, channels, videos and their metadata.
+//!
+//! Today it holds the video vocabulary the api and origin share; the
+//! creator API (accounts, channels, uploads) builds on it.
+
+#![warn(missing_docs)]
+
+use std::str::FromStr;
+
+/// `videos.status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VideoStatus {
+    /// The upload has not finished.
+    Uploading,
+    /// Jobs are running.
+    Processing,
+    /// Every job completed: playable.
+    Ready,
+    /// A job failed for good (`processing_error` says why).
+    Failed,
+    /// Deleted: never served again.
+    Deleted,
+}
+
+/// `videos.privacy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Privacy {
+    /// Listed and playable by anyone.
+    Public,
+    /// Playable by anyone with the link, not listed.
+    Unlisted,
+    /// Owner only (signed origin URLs).
+    Private,
+}
+
+/// A string that is not a known status or privacy level.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("unknown value {0:?}")]
+pub struct UnknownValue(pub String);
+
+macro_rules! str_enum {
+    ($t:ty, $($v:ident => $s:literal),+) => {
+        impl $t {
+            /// The value stored in the database.
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$v => $s),+ }
+            }
+        }
+        impl FromStr for $t {
+            type Err = UnknownValue;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s { $($s => Ok(Self::$v),)+ other => Err(UnknownValue(other.to_owned())) }
+            }
+        }
+    };
+}
+
+str_enum!(VideoStatus, Uploading => "uploading", Processing => "processing", Ready => "ready", Failed => "failed", Deleted => "deleted");
+str_enum!(Privacy, Public => "public", Unlisted => "unlisted", Private => "private");
+
+impl VideoStatus {
+    /// Whether the origin may serve the video's playlists.
+    pub fn is_playable(self) -> bool {
+        self == VideoStatus::Ready
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips() {
+        for s in ["uploading", "processing", "ready", "failed", "deleted"] {
+            assert_eq!(s.parse::<VideoStatus>().unwrap().as_str(), s);
+        }
+        for s in ["public", "unlisted", "private"] {
+            assert_eq!(s.parse::<Privacy>().unwrap().as_str(), s);
+        }
+        assert!("gone".parse::<VideoStatus>().is_err());
+        assert!(VideoStatus::Ready.is_playable());
+        assert!(!VideoStatus::Deleted.is_playable());
+    }
+}

@@ -33,11 +33,15 @@ pub struct WorkersSeen {
 
 impl WorkersSeen {
     fn record(&self, req: &LeaseRequest) {
-        let types = req.job_types.iter().map(|t| t.as_str().to_owned()).collect();
-        self.dirty
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(req.worker_id.clone(), (req.capabilities.clone(), types, Utc::now()));
+        let types = req
+            .job_types
+            .iter()
+            .map(|t| t.as_str().to_owned())
+            .collect();
+        self.dirty.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            req.worker_id.clone(),
+            (req.capabilities.clone(), types, Utc::now()),
+        );
     }
 
     /// Takes what was seen since the last call.
@@ -69,12 +73,16 @@ pub struct AppState {
 impl From<QueueError> for ApiError {
     fn from(e: QueueError) -> Self {
         match &e {
-            QueueError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "job_not_found", e.to_string()),
+            QueueError::NotFound(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "job_not_found", e.to_string())
+            }
             QueueError::LeaseLost { .. } => ApiError::conflict("lease_lost", e.to_string()),
             QueueError::InvalidState { .. } => ApiError::conflict("invalid_state", e.to_string()),
-            QueueError::InvalidInput(_) => {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", e.to_string())
-            }
+            QueueError::InvalidInput(_) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_request",
+                e.to_string(),
+            ),
             QueueError::Db(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_)) => {
                 tracing::warn!(error = %e, "database unavailable");
                 ApiError::unavailable("database unavailable, retry shortly")
@@ -91,14 +99,20 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/worker/jobs/{id}/heartbeat", post(heartbeat))
         .route("/v1/worker/jobs/{id}/complete", post(complete))
         .route("/v1/worker/jobs/{id}/fail", post(fail))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_worker));
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_worker,
+        ));
     let operator = Router::new()
         .route("/v1/jobs", get(list_jobs))
         .route("/v1/jobs/{id}", get(get_job))
         .route("/v1/jobs/{id}/retry", post(retry_job))
         .route("/v1/jobs/{id}/cancel", post(cancel_job))
         .route("/v1/queue/stats", get(queue_stats))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_operator));
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_operator,
+        ));
     Router::new()
         .merge(worker)
         .merge(operator)
@@ -106,7 +120,10 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .fallback(not_found_fallback)
-        .layer(middleware::from_fn_with_state(state.clone(), count_requests))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
         .layer(DefaultBodyLimit::max(1 << 20))
         .with_state(state)
 }
@@ -115,7 +132,9 @@ fn check_bearer(req: &Request, secret: &str) -> Result<(), ApiError> {
     match bearer_token(req.headers().get(header::AUTHORIZATION)) {
         Some(t) if constant_time_eq(t.as_bytes(), secret.as_bytes()) => Ok(()),
         Some(_) => Err(ApiError::unauthorized("invalid bearer token")),
-        None => Err(ApiError::unauthorized("missing Authorization: Bearer token")),
+        None => Err(ApiError::unauthorized(
+            "missing Authorization: Bearer token",
+        )),
     }
 }
 
@@ -139,15 +158,17 @@ async fn count_requests(State(s): State<AppState>, req: Request, next: Next) -> 
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let resp = next.run(req).await;
-    s.metrics.http_requests.with_label_values(&[route.as_str(), resp.status().as_str()]).inc();
+    s.metrics
+        .http_requests
+        .with_label_values(&[route.as_str(), resp.status().as_str()])
+        .inc();
     resp
 }
 
 fn parse_id(raw: &str) -> Result<i64, ApiError> {
-    raw.parse::<i64>()
-        .ok()
-        .filter(|id| *id > 0)
-        .ok_or_else(|| ApiError::bad_request(format!("job id must be a positive integer, got {raw:?}")))
+    raw.parse::<i64>().ok().filter(|id| *id > 0).ok_or_else(|| {
+        ApiError::bad_request(format!("job id must be a positive integer, got {raw:?}"))
+    })
 }
 
 fn validate_lease(req: &LeaseRequest) -> Result<(), ApiError> {
@@ -155,7 +176,9 @@ fn validate_lease(req: &LeaseRequest) -> Result<(), ApiError> {
         && req.worker_id.len() <= 100
         && req.worker_id.chars().all(|c| c.is_ascii_graphic());
     if !id_ok {
-        return Err(ApiError::bad_request("worker_id must be 1..=100 visible ASCII characters"));
+        return Err(ApiError::bad_request(
+            "worker_id must be 1..=100 visible ASCII characters",
+        ));
     }
     if !(1..=MAX_JOBS_PER_LEASE).contains(&req.max_jobs) {
         return Err(ApiError::bad_request(format!(
@@ -164,13 +187,18 @@ fn validate_lease(req: &LeaseRequest) -> Result<(), ApiError> {
         )));
     }
     if req.wait_ms < 0 {
-        return Err(ApiError::bad_request(format!("wait_ms must not be negative, got {}", req.wait_ms)));
+        return Err(ApiError::bad_request(format!(
+            "wait_ms must not be negative, got {}",
+            req.wait_ms
+        )));
     }
     let caps_ok = req.capabilities.len() <= 32
-        && req
-            .capabilities
-            .iter()
-            .all(|c| !c.is_empty() && c.len() <= 50 && !c.contains(',') && c.chars().all(|c| c.is_ascii_graphic()));
+        && req.capabilities.iter().all(|c| {
+            !c.is_empty()
+                && c.len() <= 50
+                && !c.contains(',')
+                && c.chars().all(|c| c.is_ascii_graphic())
+        });
     if !caps_ok {
         return Err(ApiError::bad_request(
             "capabilities: at most 32 names of 1..=50 visible ASCII characters, no commas",
@@ -187,9 +215,15 @@ async fn lease(
     s.seen.record(&req);
     let wait = Duration::from_millis(req.wait_ms as u64).min(s.max_wait);
     let filter = LeaseFilter::new(&req.job_types, &req.capabilities);
-    let jobs = s.dispatcher.lease(&req.worker_id, filter, req.max_jobs, wait).await?;
+    let jobs = s
+        .dispatcher
+        .lease(&req.worker_id, filter, req.max_jobs, wait)
+        .await?;
     for job in &jobs {
-        s.metrics.leases_granted.with_label_values(&[job.job_type.as_str()]).inc();
+        s.metrics
+            .leases_granted
+            .with_label_values(&[job.job_type.as_str()])
+            .inc();
         tracing::info!(
             job_id = job.id, video_id = %job.video_id, job_type = %job.job_type,
             worker_id = %req.worker_id, attempt = job.attempt, "job leased"
@@ -217,8 +251,14 @@ async fn complete(
     let id = parse_id(&id)?;
     let (resp, timing) = s.queue.complete(id, req.lease_token, &req.outputs).await?;
     if let Some((job_type, secs)) = timing {
-        s.metrics.jobs_completed.with_label_values(&[job_type.as_str()]).inc();
-        s.metrics.job_duration.with_label_values(&[job_type.as_str()]).observe(secs);
+        s.metrics
+            .jobs_completed
+            .with_label_values(&[job_type.as_str()])
+            .inc();
+        s.metrics
+            .job_duration
+            .with_label_values(&[job_type.as_str()])
+            .observe(secs);
         tracing::info!(
             job_id = id, job_type = %job_type, seconds = secs,
             video_status = %resp.video_status, "job completed"
@@ -236,10 +276,20 @@ async fn fail(
     if req.error.trim().is_empty() {
         return Err(ApiError::bad_request("error must say why the job failed"));
     }
-    let resp = s.queue.fail(id, req.lease_token, &req.error, req.retryable).await?;
+    let resp = s
+        .queue
+        .fail(id, req.lease_token, &req.error, req.retryable)
+        .await?;
     let view = s.queue.get(id).await?;
-    let outcome = if resp.status == JobStatus::Failed { "failed" } else { "retry" };
-    s.metrics.jobs_failed.with_label_values(&[view.job_type.as_str(), outcome]).inc();
+    let outcome = if resp.status == JobStatus::Failed {
+        "failed"
+    } else {
+        "retry"
+    };
+    s.metrics
+        .jobs_failed
+        .with_label_values(&[view.job_type.as_str(), outcome])
+        .inc();
     tracing::warn!(
         job_id = id, video_id = %view.video_id, job_type = %view.job_type,
         retryable = req.retryable, outcome, error = %req.error, "job failed"
@@ -262,7 +312,10 @@ async fn list_jobs(
     let status = p
         .status
         .as_deref()
-        .map(|v| v.parse::<JobStatus>().map_err(|e| ApiError::bad_request(e.to_string())))
+        .map(|v| {
+            v.parse::<JobStatus>()
+                .map_err(|e| ApiError::bad_request(e.to_string()))
+        })
         .transpose()?;
     let limit = match p.limit.as_deref() {
         None => 100,
@@ -273,21 +326,33 @@ async fn list_jobs(
             .ok_or_else(|| ApiError::bad_request("limit must be between 1 and 1000"))?,
     };
     let before = p.before.as_deref().map(parse_id).transpose()?;
-    let jobs = s.queue.list(status, p.video_id.as_deref(), limit, before).await?;
+    let jobs = s
+        .queue
+        .list(status, p.video_id.as_deref(), limit, before)
+        .await?;
     Ok(ApiJson(JobList { jobs }))
 }
 
-async fn get_job(State(s): State<AppState>, Path(id): Path<String>) -> Result<ApiJson<JobView>, ApiError> {
+async fn get_job(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<ApiJson<JobView>, ApiError> {
     Ok(ApiJson(s.queue.get(parse_id(&id)?).await?))
 }
 
-async fn retry_job(State(s): State<AppState>, Path(id): Path<String>) -> Result<ApiJson<JobView>, ApiError> {
+async fn retry_job(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<ApiJson<JobView>, ApiError> {
     let view = s.queue.retry(parse_id(&id)?).await?;
     tracing::info!(job_id = view.id, video_id = %view.video_id, "job retried by operator");
     Ok(ApiJson(view))
 }
 
-async fn cancel_job(State(s): State<AppState>, Path(id): Path<String>) -> Result<ApiJson<JobView>, ApiError> {
+async fn cancel_job(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<ApiJson<JobView>, ApiError> {
     let view = s.queue.cancel(parse_id(&id)?).await?;
     tracing::info!(job_id = view.id, video_id = %view.video_id, "job cancelled by operator");
     Ok(ApiJson(view))
@@ -316,15 +381,31 @@ async fn metrics(State(s): State<AppState>) -> Response {
             s.metrics.jobs_pending.reset();
             s.metrics.jobs_processing.reset();
             for t in vodfarm_core::jobs::JobType::ALL {
-                s.metrics.jobs_pending.with_label_values(&[t.as_str()]).set(0);
-                s.metrics.jobs_processing.with_label_values(&[t.as_str()]).set(0);
+                s.metrics
+                    .jobs_pending
+                    .with_label_values(&[t.as_str()])
+                    .set(0);
+                s.metrics
+                    .jobs_processing
+                    .with_label_values(&[t.as_str()])
+                    .set(0);
             }
             for (t, pending, processing) in counts {
-                s.metrics.jobs_pending.with_label_values(&[t.as_str()]).set(pending);
-                s.metrics.jobs_processing.with_label_values(&[t.as_str()]).set(processing);
+                s.metrics
+                    .jobs_pending
+                    .with_label_values(&[t.as_str()])
+                    .set(pending);
+                s.metrics
+                    .jobs_processing
+                    .with_label_values(&[t.as_str()])
+                    .set(processing);
             }
         }
         Err(e) => tracing::warn!(error = %e, "could not refresh queue gauges"),
     }
-    ([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], render_metrics(&s.metrics.registry)).into_response()
+    (
+        [(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],
+        render_metrics(&s.metrics.registry),
+    )
+        .into_response()
 }

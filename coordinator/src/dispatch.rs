@@ -42,6 +42,8 @@ pub struct Dispatcher {
     metrics: Arc<CoordinatorMetrics>,
     waiters: Mutex<VecDeque<Waiter>>,
     wake: Notify,
+    /// Asks the dispatcher to recompute its timers (no claim round).
+    schedule: Notify,
     /// Bumped for every notification; a poll that saw it change while it
     /// registered asks for a round, so no notification falls in the gap
     /// between its own claim and its registration.
@@ -63,6 +65,7 @@ impl Dispatcher {
             metrics,
             waiters: Mutex::new(VecDeque::new()),
             wake: Notify::new(),
+            schedule: Notify::new(),
             epoch: AtomicU64::new(0),
             recheck,
             shutdown,
@@ -98,17 +101,28 @@ impl Dispatcher {
             }
         }
         let (tx, rx) = oneshot::channel();
-        self.waiters().push_back(Waiter {
-            worker_id: worker_id.to_owned(),
-            filter,
-            max_jobs,
-            reply: tx,
-        });
+        let first = {
+            let mut q = self.waiters();
+            q.push_back(Waiter {
+                worker_id: worker_id.to_owned(),
+                filter,
+                max_jobs,
+                reply: tx,
+            });
+            q.len() == 1
+        };
         self.metrics.waiting_polls.inc();
         if self.epoch.load(Ordering::SeqCst) != epoch {
             self.wake.notify_one();
+        } else if first {
+            // The dispatcher keeps no timers while nobody waits: have it
+            // look up when the next backed-off job becomes due.
+            self.schedule.notify_one();
         }
-        let mut guard = WaitGuard { rx: Some(rx), dispatcher: Arc::clone(self) };
+        let mut guard = WaitGuard {
+            rx: Some(rx),
+            dispatcher: Arc::clone(self),
+        };
         let result = tokio::select! {
             r = guard.rx.as_mut().expect("receiver present until the guard drops") => r.unwrap_or_default(),
             _ = tokio::time::sleep(wait) => guard.take_late_reply(),
@@ -153,6 +167,16 @@ impl Dispatcher {
             tokio::select! {
                 _ = self.wake.notified() => {}
                 _ = sleep_until_opt(deadline) => {}
+                _ = self.schedule.notified() => {
+                    next_due = match self.next_due().await {
+                        Ok(next) => next,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot read the next due time");
+                            Some(Instant::now() + Duration::from_millis(500))
+                        }
+                    };
+                    continue;
+                }
                 _ = self.shutdown.cancelled() => break,
             }
             next_due = match self.round().await {
@@ -215,6 +239,11 @@ impl Dispatcher {
         if !any_left {
             return Ok(None);
         }
+        self.next_due().await
+    }
+
+    /// When the earliest backed-off job becomes due, as a timer deadline.
+    async fn next_due(&self) -> Result<Option<Instant>, QueueError> {
         let next = self.queue.next_due_at().await?;
         Ok(next.map(|at| {
             let wait = (at - chrono::Utc::now()).to_std().unwrap_or(Duration::ZERO);

@@ -29,10 +29,18 @@ pub use queue::{JobQueue, LeaseFilter, NewJob, QueueError, QueueSettings};
 #[derive(Debug, Clone, clap::Args)]
 pub struct CoordinatorArgs {
     /// Address to serve the worker and operator API on.
-    #[arg(long, env = "VODFARM_COORDINATOR_LISTEN", default_value = "127.0.0.1:8082")]
+    #[arg(
+        long,
+        env = "VODFARM_COORDINATOR_LISTEN",
+        default_value = "127.0.0.1:8082"
+    )]
     pub listen: SocketAddr,
     /// PostgreSQL URL (the schema must be applied: `vodfarm migrate`).
-    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/vodfarm")]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/vodfarm"
+    )]
     pub database_url: String,
     /// Shared secret workers send as `Authorization: Bearer ...`.
     #[arg(long, env = "VODFARM_WORKER_TOKEN", hide_env_values = true)]
@@ -99,23 +107,39 @@ pub async fn run(
         .await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
-        .map_err(|source| CoordinatorError::Serve { addr: args.listen, source })?;
+        .map_err(|source| CoordinatorError::Serve {
+            addr: args.listen,
+            source,
+        })?;
     let addr = listener.local_addr().unwrap_or(args.listen);
     tracing::info!(%addr, "coordinator listening");
 
     let queue = JobQueue::new(
         pool.clone(),
-        QueueSettings { lease_ttl: args.lease_ttl, retry_base: args.retry_base, retry_max: args.retry_max },
+        QueueSettings {
+            lease_ttl: args.lease_ttl,
+            retry_base: args.retry_base,
+            retry_max: args.retry_max,
+        },
     );
     let metrics = Arc::new(metrics::CoordinatorMetrics::new()?);
     let stop = CancellationToken::new();
-    let dispatcher = dispatch::Dispatcher::new(queue.clone(), metrics.clone(), args.idle_recheck, stop.clone());
+    let dispatcher = dispatch::Dispatcher::new(
+        queue.clone(),
+        metrics.clone(),
+        args.idle_recheck,
+        stop.clone(),
+    );
     let seen = Arc::new(api::WorkersSeen::default());
     let state = api::AppState {
         queue: queue.clone(),
         dispatcher: dispatcher.clone(),
         metrics: metrics.clone(),
-        admin_token: args.admin_token.clone().unwrap_or_else(|| args.worker_token.clone()).into(),
+        admin_token: args
+            .admin_token
+            .clone()
+            .unwrap_or_else(|| args.worker_token.clone())
+            .into(),
         worker_token: args.worker_token.clone().into(),
         max_wait: args.max_wait,
         seen: seen.clone(),
@@ -124,7 +148,12 @@ pub async fn run(
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(dispatcher.clone().run());
     tasks.spawn(dispatcher.clone().listen(pool.clone()));
-    tasks.spawn(reaper(queue.clone(), metrics.clone(), args.reap_interval, stop.clone()));
+    tasks.spawn(reaper(
+        queue.clone(),
+        metrics.clone(),
+        args.reap_interval,
+        stop.clone(),
+    ));
     tasks.spawn(flush_workers(queue.clone(), seen, stop.clone()));
 
     let app = api::router(state);
@@ -161,11 +190,17 @@ async fn reaper(
         match queue.reap().await {
             Ok(report) => {
                 for (id, t) in &report.returned {
-                    metrics.lease_expiries.with_label_values(&[t.as_str(), "retry"]).inc();
+                    metrics
+                        .lease_expiries
+                        .with_label_values(&[t.as_str(), "retry"])
+                        .inc();
                     tracing::warn!(job_id = id, job_type = %t, "lease expired; job returned to the queue");
                 }
                 for (id, t) in &report.failed {
-                    metrics.lease_expiries.with_label_values(&[t.as_str(), "failed"]).inc();
+                    metrics
+                        .lease_expiries
+                        .with_label_values(&[t.as_str(), "failed"])
+                        .inc();
                     tracing::error!(job_id = id, job_type = %t, "lease expired on the last attempt; job failed");
                 }
             }

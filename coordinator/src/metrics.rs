@@ -1,8 +1,8 @@
 //! The coordinator's Prometheus metrics.
 
 use prometheus::{
-    exponential_buckets, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry,
+    exponential_buckets, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry,
 };
 
 /// Every metric the coordinator exports on `/metrics`.
@@ -46,23 +46,38 @@ impl CoordinatorMetrics {
                 by_type,
             )?,
             jobs_processing: IntGaugeVec::new(
-                Opts::new("vodfarm_jobs_processing", "Leased jobs by type (whole queue)"),
+                Opts::new(
+                    "vodfarm_jobs_processing",
+                    "Leased jobs by type (whole queue)",
+                ),
                 by_type,
             )?,
             leases_granted: IntCounterVec::new(
-                Opts::new("vodfarm_leases_granted_total", "Leases granted by this replica"),
+                Opts::new(
+                    "vodfarm_leases_granted_total",
+                    "Leases granted by this replica",
+                ),
                 by_type,
             )?,
             lease_expiries: IntCounterVec::new(
-                Opts::new("vodfarm_lease_expiries_total", "Expired leases reaped by this replica"),
+                Opts::new(
+                    "vodfarm_lease_expiries_total",
+                    "Expired leases reaped by this replica",
+                ),
                 &["job_type", "outcome"],
             )?,
             jobs_completed: IntCounterVec::new(
-                Opts::new("vodfarm_jobs_completed_total", "Jobs completed through this replica"),
+                Opts::new(
+                    "vodfarm_jobs_completed_total",
+                    "Jobs completed through this replica",
+                ),
                 by_type,
             )?,
             jobs_failed: IntCounterVec::new(
-                Opts::new("vodfarm_jobs_failed_total", "Job failures reported through this replica"),
+                Opts::new(
+                    "vodfarm_jobs_failed_total",
+                    "Job failures reported through this replica",
+                ),
                 &["job_type", "outcome"],
             )?,
             job_duration: HistogramVec::new(
@@ -82,7 +97,10 @@ impl CoordinatorMetrics {
                 "Claim statements sent to the database by this replica",
             )?,
             http_requests: IntCounterVec::new(
-                Opts::new("vodfarm_http_requests_total", "HTTP requests by route and status"),
+                Opts::new(
+                    "vodfarm_http_requests_total",
+                    "HTTP requests by route and status",
+                ),
                 &["route", "status"],
             )?,
             registry,
@@ -97,6 +115,20 @@ impl CoordinatorMetrics {
         m.registry.register(Box::new(m.waiting_polls.clone()))?;
         m.registry.register(Box::new(m.claim_queries.clone()))?;
         m.registry.register(Box::new(m.http_requests.clone()))?;
+        // Export every series from the start (at zero), so dashboards and
+        // alerts see "none yet" rather than "no data".
+        for t in vodfarm_core::jobs::JobType::ALL {
+            let t = t.as_str();
+            m.jobs_pending.with_label_values(&[t]);
+            m.jobs_processing.with_label_values(&[t]);
+            m.leases_granted.with_label_values(&[t]);
+            m.jobs_completed.with_label_values(&[t]);
+            m.job_duration.with_label_values(&[t]);
+            for outcome in ["retry", "failed"] {
+                m.lease_expiries.with_label_values(&[t, outcome]);
+                m.jobs_failed.with_label_values(&[t, outcome]);
+            }
+        }
         Ok(m)
     }
 }

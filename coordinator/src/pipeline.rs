@@ -58,7 +58,12 @@ pub fn upload_jobs(
             json!({ "interval_seconds": THUMBNAIL_INTERVAL_SECONDS, "sprite_columns": 10, "sprite_tile_width": 160 }),
             vec![],
         ),
-        job(JobType::Manifest, &encoded, json!({ "segment_duration": segment_seconds }), vec![0]),
+        job(
+            JobType::Manifest,
+            &encoded,
+            json!({ "segment_duration": segment_seconds }),
+            vec![0],
+        ),
     ])
 }
 

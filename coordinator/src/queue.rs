@@ -97,7 +97,10 @@ impl LeaseFilter {
         let mut capabilities = capabilities.to_vec();
         capabilities.sort();
         capabilities.dedup();
-        LeaseFilter { job_types, capabilities }
+        LeaseFilter {
+            job_types,
+            capabilities,
+        }
     }
 
     /// Every job type, no capabilities.
@@ -203,7 +206,8 @@ macro_rules! backoff_sql {
 }
 
 fn parse_job_type(s: &str) -> Result<JobType, QueueError> {
-    s.parse().map_err(|e: vodfarm_core::jobs::UnknownValue| QueueError::InvalidInput(e.to_string()))
+    s.parse()
+        .map_err(|e: vodfarm_core::jobs::UnknownValue| QueueError::InvalidInput(e.to_string()))
 }
 
 fn leased_job_from_row(row: &PgRow) -> Result<LeasedJob, QueueError> {
@@ -228,9 +232,11 @@ fn job_view_from_row(row: &PgRow) -> Result<JobView, QueueError> {
         id: row.try_get("id")?,
         video_id: row.try_get("public_video_id")?,
         job_type: parse_job_type(row.try_get("job_type")?)?,
-        status: status.parse().map_err(|e: vodfarm_core::jobs::UnknownValue| {
-            QueueError::InvalidInput(e.to_string())
-        })?,
+        status: status
+            .parse()
+            .map_err(|e: vodfarm_core::jobs::UnknownValue| {
+                QueueError::InvalidInput(e.to_string())
+            })?,
         progress: row.try_get::<Option<i32>, _>("progress")?.unwrap_or(0),
         error_message: row.try_get("error_message")?,
         worker_id: row.try_get("worker_id")?,
@@ -246,7 +252,9 @@ fn job_view_from_row(row: &PgRow) -> Result<JobView, QueueError> {
             .unwrap_or(serde_json::Value::Null),
         run_after: row.try_get("run_after")?,
         lease_expires_at: row.try_get("lease_expires_at")?,
-        created_at: row.try_get::<Option<DateTime<Utc>>, _>("created_at")?.unwrap_or_default(),
+        created_at: row
+            .try_get::<Option<DateTime<Utc>>, _>("created_at")?
+            .unwrap_or_default(),
         started_at: row.try_get("started_at")?,
         completed_at: row.try_get("completed_at")?,
     })
@@ -323,7 +331,11 @@ impl JobQueue {
             Ok(None) => QueueError::NotFound(id),
             Ok(Some(row)) => QueueError::LeaseLost {
                 id,
-                status: row.try_get::<Option<String>, _>("status").ok().flatten().unwrap_or_default(),
+                status: row
+                    .try_get::<Option<String>, _>("status")
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default(),
             },
             Err(e) => QueueError::Db(e),
         }
@@ -425,7 +437,11 @@ impl JobQueue {
         };
         tx.commit().await?;
         Ok((
-            CompleteResponse { status: JobStatus::Completed, already_completed: false, video_status },
+            CompleteResponse {
+                status: JobStatus::Completed,
+                already_completed: false,
+                video_status,
+            },
             secs.map(|s| (job_type, s)),
         ))
     }
@@ -454,12 +470,17 @@ impl JobQueue {
                 CompleteResponse {
                     status: JobStatus::Completed,
                     already_completed: true,
-                    video_status: row.try_get::<Option<String>, _>("video_status")?.unwrap_or_default(),
+                    video_status: row
+                        .try_get::<Option<String>, _>("video_status")?
+                        .unwrap_or_default(),
                 },
                 None,
             ));
         }
-        Err(QueueError::LeaseLost { id, status: status.unwrap_or_default() })
+        Err(QueueError::LeaseLost {
+            id,
+            status: status.unwrap_or_default(),
+        })
     }
 
     /// Reports that job `id` failed. A retryable failure with attempts left
@@ -511,8 +532,14 @@ impl JobQueue {
         }
         tx.commit().await?;
         Ok(FailResponse {
-            status: if status == "failed" { JobStatus::Failed } else { JobStatus::Pending },
-            run_after: (status == "pending").then(|| row.try_get("run_after")).transpose()?,
+            status: if status == "failed" {
+                JobStatus::Failed
+            } else {
+                JobStatus::Pending
+            },
+            run_after: (status == "pending")
+                .then(|| row.try_get("run_after"))
+                .transpose()?,
         })
     }
 
@@ -554,7 +581,10 @@ impl JobQueue {
             if row.try_get::<String, _>("status")? == "failed" {
                 report.failed.push((id, job_type));
                 let reason: Option<String> = row.try_get("error_message")?;
-                failed_videos.push((row.try_get::<i64, _>("video_id")?, reason.unwrap_or_default()));
+                failed_videos.push((
+                    row.try_get::<i64, _>("video_id")?,
+                    reason.unwrap_or_default(),
+                ));
             } else {
                 report.returned.push((id, job_type));
             }
@@ -575,12 +605,15 @@ impl JobQueue {
     /// and the video goes back to `processing`.
     pub async fn retry(&self, id: i64) -> Result<JobView, QueueError> {
         let mut tx = self.pool.begin().await?;
-        let row = sqlx::query("SELECT video_id, status FROM processing_jobs WHERE id = $1 FOR UPDATE")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or(QueueError::NotFound(id))?;
-        let status: String = row.try_get::<Option<String>, _>("status")?.unwrap_or_default();
+        let row =
+            sqlx::query("SELECT video_id, status FROM processing_jobs WHERE id = $1 FOR UPDATE")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or(QueueError::NotFound(id))?;
+        let status: String = row
+            .try_get::<Option<String>, _>("status")?
+            .unwrap_or_default();
         if status != "failed" && status != "cancelled" {
             return Err(QueueError::InvalidState {
                 id,
@@ -641,8 +674,12 @@ impl JobQueue {
             });
         };
         let video: i64 = row.try_get("video_id")?;
-        fail_video(&mut tx, video, &format!("processing was cancelled by an operator (job {id})"))
-            .await?;
+        fail_video(
+            &mut tx,
+            video,
+            &format!("processing was cancelled by an operator (job {id})"),
+        )
+        .await?;
         tx.commit().await?;
         self.get(id).await
     }
@@ -693,12 +730,16 @@ impl JobQueue {
         .await?;
         let mut counts = Vec::with_capacity(rows.len());
         for row in &rows {
-            let status: String = row.try_get::<Option<String>, _>("status")?.unwrap_or_default();
+            let status: String = row
+                .try_get::<Option<String>, _>("status")?
+                .unwrap_or_default();
             counts.push(JobCount {
                 job_type: parse_job_type(row.try_get("job_type")?)?,
-                status: status.parse().map_err(|e: vodfarm_core::jobs::UnknownValue| {
-                    QueueError::InvalidInput(e.to_string())
-                })?,
+                status: status
+                    .parse()
+                    .map_err(|e: vodfarm_core::jobs::UnknownValue| {
+                        QueueError::InvalidInput(e.to_string())
+                    })?,
                 count: row.try_get("n")?,
             });
         }
@@ -744,7 +785,11 @@ impl JobQueue {
         .await?;
         rows.iter()
             .map(|r| {
-                Ok((parse_job_type(r.try_get("job_type")?)?, r.try_get("pending")?, r.try_get("processing")?))
+                Ok((
+                    parse_job_type(r.try_get("job_type")?)?,
+                    r.try_get("pending")?,
+                    r.try_get("processing")?,
+                ))
             })
             .collect()
     }
@@ -759,7 +804,10 @@ impl JobQueue {
     }
 
     /// Records workers seen since the last flush (one statement).
-    pub async fn record_workers(&self, seen: &[(String, Vec<String>, Vec<String>, DateTime<Utc>)]) -> Result<(), QueueError> {
+    pub async fn record_workers(
+        &self,
+        seen: &[(String, Vec<String>, Vec<String>, DateTime<Utc>)],
+    ) -> Result<(), QueueError> {
         if seen.is_empty() {
             return Ok(());
         }
@@ -771,11 +819,12 @@ impl JobQueue {
         let at: Vec<DateTime<Utc>> = seen.iter().map(|s| s.3).collect();
         sqlx::query(
             "INSERT INTO workers (worker_id, capabilities, job_types, last_seen_at)
-             SELECT id, string_to_array(nullif(c, ''), ','), string_to_array(nullif(t, ''), ','), at
+             SELECT id, coalesce(string_to_array(nullif(c, ''), ','), '{}'),
+                    coalesce(string_to_array(nullif(t, ''), ','), '{}'), at
              FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[]) AS u(id, c, t, at)
              ON CONFLICT (worker_id) DO UPDATE
-             SET capabilities = coalesce(excluded.capabilities, '{}'),
-                 job_types = coalesce(excluded.job_types, '{}'),
+             SET capabilities = excluded.capabilities,
+                 job_types = excluded.job_types,
                  last_seen_at = greatest(workers.last_seen_at, excluded.last_seen_at)",
         )
         .bind(&ids)
@@ -804,7 +853,9 @@ impl JobQueue {
                 .iter()
                 .map(|&d| {
                     ids.get(d).copied().filter(|_| d < i).ok_or_else(|| {
-                        QueueError::InvalidInput(format!("job {i} depends on job {d}, not an earlier one"))
+                        QueueError::InvalidInput(format!(
+                            "job {i} depends on job {d}, not an earlier one"
+                        ))
                     })
                 })
                 .collect::<Result<Vec<i64>, _>>()?;
@@ -854,7 +905,11 @@ async fn lock_video(
         .bind(video)
         .fetch_one(&mut **tx)
         .await?;
-    Ok((row.try_get("video_id")?, row.try_get::<Option<String>, _>("status")?.unwrap_or_default()))
+    Ok((
+        row.try_get("video_id")?,
+        row.try_get::<Option<String>, _>("status")?
+            .unwrap_or_default(),
+    ))
 }
 
 /// Marks a processing video `failed` with `reason`, and cancels its other
@@ -891,13 +946,18 @@ fn check_key(key: &str, prefix: &str, what: &str) -> Result<(), QueueError> {
     if key.starts_with(prefix) && !key.contains("..") && !key.contains('\0') && key.len() <= 1024 {
         Ok(())
     } else {
-        Err(QueueError::InvalidInput(format!("{what} {key:?} is not under {prefix:?}")))
+        Err(QueueError::InvalidInput(format!(
+            "{what} {key:?} is not under {prefix:?}"
+        )))
     }
 }
 
 fn check_encoding(e: &EncodingOutput, encoded: &str) -> Result<(), QueueError> {
     if !layout::is_valid_rendition(&e.resolution) {
-        return Err(QueueError::InvalidInput(format!("invalid rendition {:?}", e.resolution)));
+        return Err(QueueError::InvalidInput(format!(
+            "invalid rendition {:?}",
+            e.resolution
+        )));
     }
     if e.bitrate <= 0 || e.file_size_bytes < 0 || e.segment_duration <= 0 {
         return Err(QueueError::InvalidInput(format!(
@@ -907,7 +967,9 @@ fn check_encoding(e: &EncodingOutput, encoded: &str) -> Result<(), QueueError> {
     }
     for field in [&e.codec, &e.container] {
         if field.is_empty() || field.len() > 20 {
-            return Err(QueueError::InvalidInput("codec and container are 1..=20 characters".into()));
+            return Err(QueueError::InvalidInput(
+                "codec and container are 1..=20 characters".into(),
+            ));
         }
     }
     check_key(&e.storage_path, encoded, "storage_path")?;
@@ -919,7 +981,9 @@ fn check_encoding(e: &EncodingOutput, encoded: &str) -> Result<(), QueueError> {
 
 fn check_thumbnail(t: &ThumbnailOutput, prefix: &str) -> Result<(), QueueError> {
     if t.timestamp_sec < 0 || t.size < 0 {
-        return Err(QueueError::InvalidInput("thumbnail timestamp and size must be >= 0".into()));
+        return Err(QueueError::InvalidInput(
+            "thumbnail timestamp and size must be >= 0".into(),
+        ));
     }
     check_key(&t.url, prefix, "thumbnail url")
 }
@@ -931,8 +995,8 @@ async fn record_outputs(
     public_id: &str,
     outputs: &JobOutputs,
 ) -> Result<(), QueueError> {
-    let encoded = layout::encoded_prefix(public_id)
-        .map_err(|e| QueueError::InvalidInput(e.to_string()))?;
+    let encoded =
+        layout::encoded_prefix(public_id).map_err(|e| QueueError::InvalidInput(e.to_string()))?;
     let thumbs = layout::thumbnails_prefix(public_id)
         .map_err(|e| QueueError::InvalidInput(e.to_string()))?;
     for e in &outputs.encodings {
@@ -1014,8 +1078,14 @@ mod tests {
 
     #[test]
     fn filters_are_normalised() {
-        let a = LeaseFilter::new(&[JobType::Manifest, JobType::Transcode], &["b".into(), "a".into()]);
-        let b = LeaseFilter::new(&[JobType::Transcode, JobType::Manifest, JobType::Transcode], &["a".into(), "b".into()]);
+        let a = LeaseFilter::new(
+            &[JobType::Manifest, JobType::Transcode],
+            &["b".into(), "a".into()],
+        );
+        let b = LeaseFilter::new(
+            &[JobType::Transcode, JobType::Manifest, JobType::Transcode],
+            &["a".into(), "b".into()],
+        );
         assert_eq!(a, b);
     }
 

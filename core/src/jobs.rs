@@ -59,7 +59,10 @@ impl FromStr for JobType {
         JobType::ALL
             .into_iter()
             .find(|t| t.as_str() == s)
-            .ok_or_else(|| UnknownValue { what: "job type", value: s.to_owned() })
+            .ok_or_else(|| UnknownValue {
+                what: "job type",
+                value: s.to_owned(),
+            })
     }
 }
 
@@ -113,7 +116,10 @@ impl FromStr for JobStatus {
         JobStatus::ALL
             .into_iter()
             .find(|t| t.as_str() == s)
-            .ok_or_else(|| UnknownValue { what: "job status", value: s.to_owned() })
+            .ok_or_else(|| UnknownValue {
+                what: "job status",
+                value: s.to_owned(),
+            })
     }
 }
 

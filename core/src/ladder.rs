@@ -25,9 +25,17 @@ pub struct RenditionLadder {
 impl Default for RenditionLadder {
     /// 240p at ~400 kb/s, 720p at ~2.8 Mb/s, 1080p at ~5 Mb/s, AAC 128 kb/s.
     fn default() -> Self {
-        let rung = |h: u32, b: u32| Rung { name: format!("{h}p"), height: h, video_bitrate: b };
+        let rung = |h: u32, b: u32| Rung {
+            name: format!("{h}p"),
+            height: h,
+            video_bitrate: b,
+        };
         RenditionLadder {
-            rungs: vec![rung(240, 400_000), rung(720, 2_800_000), rung(1080, 5_000_000)],
+            rungs: vec![
+                rung(240, 400_000),
+                rung(720, 2_800_000),
+                rung(1080, 5_000_000),
+            ],
             audio_bitrate: 128_000,
         }
     }
@@ -38,12 +46,20 @@ impl RenditionLadder {
     /// gets: never an upscale, but always at least the lowest rung (scaled
     /// down to the source if the source is smaller still).
     pub fn rungs_for_source(&self, source_short_side: u32) -> Vec<Rung> {
-        let mut out: Vec<Rung> =
-            self.rungs.iter().filter(|r| r.height <= source_short_side).cloned().collect();
+        let mut out: Vec<Rung> = self
+            .rungs
+            .iter()
+            .filter(|r| r.height <= source_short_side)
+            .cloned()
+            .collect();
         if out.is_empty() {
             if let Some(lowest) = self.rungs.first() {
                 let h = source_short_side.max(2) & !1;
-                out.push(Rung { name: format!("{h}p"), height: h, ..lowest.clone() });
+                out.push(Rung {
+                    name: format!("{h}p"),
+                    height: h,
+                    ..lowest.clone()
+                });
             }
         }
         out
@@ -57,7 +73,12 @@ mod tests {
     #[test]
     fn never_upscales() {
         let l = RenditionLadder::default();
-        let names = |h| l.rungs_for_source(h).into_iter().map(|r| r.name).collect::<Vec<_>>();
+        let names = |h| {
+            l.rungs_for_source(h)
+                .into_iter()
+                .map(|r| r.name)
+                .collect::<Vec<_>>()
+        };
         assert_eq!(names(1080), ["240p", "720p", "1080p"]);
         assert_eq!(names(2160), ["240p", "720p", "1080p"]);
         assert_eq!(names(479), ["240p"]);

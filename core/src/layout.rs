@@ -81,11 +81,16 @@ fn rendition(name: &str) -> Result<&str, LayoutError> {
 pub fn original(video_id: &str, ext: &str) -> Result<ObjectKey, LayoutError> {
     let ext_ok = !ext.is_empty()
         && ext.len() <= 8
-        && ext.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        && ext
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
     if !ext_ok {
         return Err(LayoutError::Extension);
     }
-    Ok(ObjectKey(format!("originals/{}/original.{ext}", video(video_id)?)))
+    Ok(ObjectKey(format!(
+        "originals/{}/original.{ext}",
+        video(video_id)?
+    )))
 }
 
 /// The prefix every encoded file of a video lives under, `encoded/{id}/`.
@@ -95,12 +100,19 @@ pub fn encoded_prefix(video_id: &str) -> Result<ObjectKey, LayoutError> {
 
 /// `encoded/{id}/master.m3u8`.
 pub fn master_playlist(video_id: &str) -> Result<ObjectKey, LayoutError> {
-    Ok(ObjectKey(format!("encoded/{}/master.m3u8", video(video_id)?)))
+    Ok(ObjectKey(format!(
+        "encoded/{}/master.m3u8",
+        video(video_id)?
+    )))
 }
 
 /// `encoded/{id}/{rendition}/`.
 pub fn rendition_prefix(video_id: &str, rung: &str) -> Result<ObjectKey, LayoutError> {
-    Ok(ObjectKey(format!("encoded/{}/{}/", video(video_id)?, rendition(rung)?)))
+    Ok(ObjectKey(format!(
+        "encoded/{}/{}/",
+        video(video_id)?,
+        rendition(rung)?
+    )))
 }
 
 /// `encoded/{id}/{rendition}/playlist.m3u8`.
@@ -128,7 +140,10 @@ pub fn thumbnails_prefix(video_id: &str) -> Result<ObjectKey, LayoutError> {
 
 /// `thumbnails/{id}/thumb_{n}.jpg`.
 pub fn thumbnail(video_id: &str, n: u32) -> Result<ObjectKey, LayoutError> {
-    Ok(ObjectKey(format!("thumbnails/{}/thumb_{n}.jpg", video(video_id)?)))
+    Ok(ObjectKey(format!(
+        "thumbnails/{}/thumb_{n}.jpg",
+        video(video_id)?
+    )))
 }
 
 /// A fixed-name file under `thumbnails/{id}/`.
@@ -160,7 +175,10 @@ pub fn subtitles(video_id: &str, lang: &str) -> Result<ObjectKey, LayoutError> {
     if !ok {
         return Err(LayoutError::Language);
     }
-    Ok(ObjectKey(format!("subtitles/{}/{lang}.vtt", video(video_id)?)))
+    Ok(ObjectKey(format!(
+        "subtitles/{}/{lang}.vtt",
+        video(video_id)?
+    )))
 }
 
 #[cfg(test)]
@@ -170,8 +188,14 @@ mod tests {
     #[test]
     fn keys_follow_the_layout() {
         let id = "v_abcDEF123-_";
-        assert_eq!(original(id, "mp4").unwrap().as_str(), "originals/v_abcDEF123-_/original.mp4");
-        assert_eq!(master_playlist(id).unwrap().as_str(), "encoded/v_abcDEF123-_/master.m3u8");
+        assert_eq!(
+            original(id, "mp4").unwrap().as_str(),
+            "originals/v_abcDEF123-_/original.mp4"
+        );
+        assert_eq!(
+            master_playlist(id).unwrap().as_str(),
+            "encoded/v_abcDEF123-_/master.m3u8"
+        );
         assert_eq!(
             segment(id, "720p", 3).unwrap().as_str(),
             "encoded/v_abcDEF123-_/720p/segment_3.ts"
@@ -180,7 +204,10 @@ mod tests {
             thumb_file(id, ThumbFile::Sprite).unwrap().as_str(),
             "thumbnails/v_abcDEF123-_/sprite.jpg"
         );
-        assert_eq!(subtitles(id, "pt-BR").unwrap().as_str(), "subtitles/v_abcDEF123-_/pt-BR.vtt");
+        assert_eq!(
+            subtitles(id, "pt-BR").unwrap().as_str(),
+            "subtitles/v_abcDEF123-_/pt-BR.vtt"
+        );
     }
 
     #[test]
