@@ -265,7 +265,10 @@ CREATE TABLE processing_jobs (
     ),
     CONSTRAINT processing_has_token CHECK (status <> 'processing' OR lease_token IS NOT NULL)
 );
-CREATE INDEX idx_jobs_pending ON processing_jobs(priority DESC, created_at ASC)
+-- The seed's claim-order index, with id appended: jobs enqueued in one
+-- transaction share created_at, and without the tie-breaker in the index
+-- the claim would sort them on every lease.
+CREATE INDEX idx_jobs_pending ON processing_jobs(priority DESC, created_at ASC, id ASC)
     WHERE status = 'pending';
 CREATE INDEX idx_jobs_video ON processing_jobs(video_id);
 -- The reaper's scan: only leased rows, ordered by expiry.
@@ -281,12 +284,23 @@ CREATE TABLE workers (
     last_seen_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT NOW()
 );
 
--- Waiting lease polls are woken by this NOTIFY instead of polling: any new
--- due work (a job inserted or returned to pending) or a completion (which
--- may make a dependent job due) notifies the channel with the job type.
--- Postgres folds identical notifications within one transaction.
+-- Waiting lease polls are woken by this NOTIFY instead of polling: new
+-- due work (a job inserted or returned to pending) or a completion that a
+-- pending job depends on notifies the channel with the job type. Other
+-- completions stay silent on purpose: NOTIFY serializes committing
+-- transactions on a global lock, so notifying every completion would cap
+-- the queue's throughput. Postgres folds identical notifications within
+-- one transaction.
 CREATE FUNCTION vodfarm_notify_jobs() RETURNS trigger AS $$
 BEGIN
+    IF NEW.status = 'completed' THEN
+        IF NOT EXISTS (
+            SELECT 1 FROM processing_jobs d
+            WHERE d.video_id = NEW.video_id AND d.status = 'pending'
+              AND NEW.id = ANY(d.depends_on)) THEN
+            RETURN NULL;
+        END IF;
+    END IF;
     PERFORM pg_notify('vodfarm_jobs', NEW.job_type);
     RETURN NULL;
 END;

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Installs (if missing) and starts the servers vodfarm's tests talk to:
+# PostgreSQL on 127.0.0.1:5432 (user postgres, trust auth) and Redis on
+# 127.0.0.1:6379. Safe to run again: it only starts what is down.
+set -euo pipefail
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+apt_updated=0
+# ensure COMMAND PACKAGE: install PACKAGE when COMMAND is missing.
+ensure() {
+  command -v "$1" >/dev/null 2>&1 && return 0
+  echo "services: installing $2 (for $1)"
+  if [ $apt_updated = 0 ]; then as_root apt-get update -qq; apt_updated=1; fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
+}
+
+# A C toolchain for ring (rustls), pkg-config, the PostgreSQL server and
+# client (tests drop their databases with psql), Redis.
+ensure cc build-essential
+ensure pkg-config pkg-config
+ensure pg_ctlcluster postgresql
+ensure psql postgresql-client
+ensure redis-server redis-server
+
+if ! pg_isready -q -h 127.0.0.1 -p 5432; then
+  echo "services: starting PostgreSQL"
+  as_root pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -n1)" main start
+fi
+for _ in $(seq 1 60); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 0.5; done
+pg_isready -h 127.0.0.1 -p 5432
+# Tests connect as postgres without a password over TCP.
+if ! psql -h 127.0.0.1 -U postgres -d postgres -Atqc 'select 1' >/dev/null 2>&1; then
+  echo "services: PostgreSQL refuses postgres@127.0.0.1 without a password; enable trust auth for local TCP" >&2
+  exit 1
+fi
+
+if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+  echo "services: starting Redis"
+  as_root mkdir -p /var/lib/redis /var/log/redis
+  as_root redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
+    --dir /var/lib/redis --logfile /var/log/redis/ci.log
+fi
+for _ in $(seq 1 60); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 0.5; done
+redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null
+echo "services: PostgreSQL and Redis are up"
