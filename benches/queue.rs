@@ -26,7 +26,10 @@ use vodfarm_gpu_worker::CoordinatorClient;
 const TOKEN: &str = "bench-worker-token";
 
 fn env_num(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 struct Coordinator(Child, String);
@@ -39,10 +42,23 @@ impl Drop for Coordinator {
 }
 
 async fn start_coordinator(db_url: &str, connections: usize) -> anyhow::Result<Coordinator> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let child = Command::new(env!("CARGO_BIN_EXE_vodfarm"))
-        .args(["coordinator", "--listen", &format!("127.0.0.1:{port}"), "--database-url", db_url])
-        .args(["--worker-token", TOKEN, "--db-max-connections", &connections.to_string()])
+        .args([
+            "coordinator",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--database-url",
+            db_url,
+        ])
+        .args([
+            "--worker-token",
+            TOKEN,
+            "--db-max-connections",
+            &connections.to_string(),
+        ])
         .args(["--max-wait", "60s"])
         .env("RUST_LOG", "error")
         .stdin(Stdio::null())
@@ -50,7 +66,12 @@ async fn start_coordinator(db_url: &str, connections: usize) -> anyhow::Result<C
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
     for _ in 0..600 {
-        if http.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status().is_success()) {
+        if http
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
             return Ok(Coordinator(child, base));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -64,9 +85,11 @@ async fn seed(pool: &PgPool, videos: usize, jobs: usize) -> anyhow::Result<()> {
     sqlx::query("INSERT INTO users (user_id, email, username, password_hash) VALUES ('u_bench', 'b@example.com', 'bench', 'x')")
         .execute(pool)
         .await?;
-    sqlx::query("INSERT INTO channels (channel_id, user_id, name) SELECT 'c_bench', id, 'bench' FROM users")
-        .execute(pool)
-        .await?;
+    sqlx::query(
+        "INSERT INTO channels (channel_id, user_id, name) SELECT 'c_bench', id, 'bench' FROM users",
+    )
+    .execute(pool)
+    .await?;
     sqlx::query(
         "INSERT INTO videos (video_id, channel_id, title, status)
          SELECT 'v_bench' || g, c.id, 'bench', 'processing' FROM channels c, generate_series(1, $1) g",
@@ -93,14 +116,22 @@ async fn reset(pool: &PgPool) -> anyhow::Result<()> {
     )
     .execute(pool)
     .await?;
-    sqlx::query("UPDATE videos SET status = 'processing', processing_progress = 0").execute(pool).await?;
-    sqlx::query("VACUUM ANALYZE processing_jobs").execute(pool).await?;
+    sqlx::query("UPDATE videos SET status = 'processing', processing_progress = 0")
+        .execute(pool)
+        .await?;
+    sqlx::query("VACUUM ANALYZE processing_jobs")
+        .execute(pool)
+        .await?;
     sqlx::query("VACUUM ANALYZE videos").execute(pool).await?;
     Ok(())
 }
 
 async fn completed(pool: &PgPool) -> anyhow::Result<i64> {
-    Ok(sqlx::query_scalar("SELECT count(*) FROM processing_jobs WHERE status = 'completed'").fetch_one(pool).await?)
+    Ok(
+        sqlx::query_scalar("SELECT count(*) FROM processing_jobs WHERE status = 'completed'")
+            .fetch_one(pool)
+            .await?,
+    )
 }
 
 async fn run_ours(base: &str, workers: usize, total: usize) -> anyhow::Result<f64> {
@@ -121,7 +152,9 @@ async fn run_ours(base: &str, workers: usize, total: usize) -> anyhow::Result<f6
                     continue;
                 }
                 for j in jobs {
-                    client.complete(j.id, j.lease_token, JobOutputs::default()).await?;
+                    client
+                        .complete(j.id, j.lease_token, JobOutputs::default())
+                        .await?;
                     done.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -159,7 +192,9 @@ async fn run_floor(db_url: &str, workers: usize, total: usize) -> anyhow::Result
                     continue;
                 }
                 for j in jobs {
-                    queue.complete(j.id, j.lease_token, &JobOutputs::default()).await?;
+                    queue
+                        .complete(j.id, j.lease_token, &JobOutputs::default())
+                        .await?;
                     done.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -182,8 +217,15 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 /// Enqueue → held by a waiting poll, `rounds` times, 32 pollers waiting.
-async fn pickup_latency(pool: &PgPool, base: &str, pollers: usize, rounds: usize) -> anyhow::Result<Vec<f64>> {
-    let video: i64 = sqlx::query_scalar("SELECT min(id) FROM videos").fetch_one(pool).await?;
+async fn pickup_latency(
+    pool: &PgPool,
+    base: &str,
+    pollers: usize,
+    rounds: usize,
+) -> anyhow::Result<Vec<f64>> {
+    let video: i64 = sqlx::query_scalar("SELECT min(id) FROM videos")
+        .fetch_one(pool)
+        .await?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(i64, Instant)>();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut handles = Vec::new();
@@ -193,10 +235,14 @@ async fn pickup_latency(pool: &PgPool, base: &str, pollers: usize, rounds: usize
         let stop = stop.clone();
         handles.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
-                let jobs = client.lease(&[JobType::Transcode], &[], 1, Duration::from_millis(2000)).await?;
+                let jobs = client
+                    .lease(&[JobType::Transcode], &[], 1, Duration::from_millis(2000))
+                    .await?;
                 for j in jobs {
                     let _ = tx.send((j.id, Instant::now()));
-                    client.complete(j.id, j.lease_token, JobOutputs::default()).await?;
+                    client
+                        .complete(j.id, j.lease_token, JobOutputs::default())
+                        .await?;
                 }
             }
             anyhow::Ok(())
@@ -242,7 +288,13 @@ async fn db_transactions(pool: &PgPool, db: &str) -> anyhow::Result<i64> {
 
 /// Transactions per second in the bench database while `n` workers
 /// long-poll an empty queue (reconnecting every 20 s, as workers do).
-async fn idle_cost(admin: &PgPool, db: &str, base: &str, n: usize, secs: u64) -> anyhow::Result<(f64, usize)> {
+async fn idle_cost(
+    admin: &PgPool,
+    db: &str,
+    base: &str,
+    n: usize,
+    secs: u64,
+) -> anyhow::Result<(f64, usize)> {
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let polls = Arc::new(AtomicUsize::new(0));
     let mut handles = Vec::new();
@@ -281,11 +333,15 @@ async fn main() -> anyhow::Result<()> {
     let workers = env_num("BENCH_WORKERS", 32);
     let idle_workers = env_num("BENCH_IDLE_WORKERS", 1000);
     let idle_secs = env_num("BENCH_IDLE_SECS", 30) as u64;
-    let base = std::env::var("VODFARM_BENCH_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+    let base = std::env::var("VODFARM_BENCH_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
     let db = format!("vodfarm_bench_{}", std::process::id());
     let url = format!("{base}/{db}");
     Postgres::create_database(&url).await?;
-    let admin = sqlx::postgres::PgPoolOptions::new().max_connections(2).connect(&format!("{base}/postgres")).await?;
+    let admin = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&format!("{base}/postgres"))
+        .await?;
     let result = async {
         let pool = sqlx::postgres::PgPoolOptions::new().max_connections(4).connect(&url).await?;
         vodfarm::MIGRATOR.run(&pool).await?;
@@ -318,12 +374,16 @@ async fn main() -> anyhow::Result<()> {
         anyhow::Ok(())
     }
     .await;
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")))
-        .execute(&admin)
-        .await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {db} WITH (FORCE)"
+    )))
+    .execute(&admin)
+    .await?;
     result
 }
 
 async fn server_version(pool: &PgPool) -> anyhow::Result<String> {
-    Ok(sqlx::query_scalar("SHOW server_version").fetch_one(pool).await?)
+    Ok(sqlx::query_scalar("SHOW server_version")
+        .fetch_one(pool)
+        .await?)
 }

@@ -2,14 +2,14 @@
 
 use crate::dispatch::Dispatcher;
 use crate::metrics::CoordinatorMetrics;
-use crate::queue::{JobQueue, LeaseFilter, QueueError};
+use crate::queue::{JobQueue, LeaseFilter, QueueError, WorkerSighting};
 use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -28,26 +28,31 @@ pub const MAX_JOBS_PER_LEASE: i64 = 100;
 /// Workers heard from since the last flush to the `workers` table.
 #[derive(Debug, Default)]
 pub struct WorkersSeen {
-    dirty: Mutex<HashMap<String, (Vec<String>, Vec<String>, DateTime<Utc>)>>,
+    dirty: Mutex<HashMap<String, WorkerSighting>>,
 }
 
 impl WorkersSeen {
     fn record(&self, req: &LeaseRequest) {
-        let types = req
-            .job_types
-            .iter()
-            .map(|t| t.as_str().to_owned())
-            .collect();
-        self.dirty.lock().unwrap_or_else(|p| p.into_inner()).insert(
-            req.worker_id.clone(),
-            (req.capabilities.clone(), types, Utc::now()),
-        );
+        let sighting = WorkerSighting {
+            worker_id: req.worker_id.clone(),
+            capabilities: req.capabilities.clone(),
+            job_types: req
+                .job_types
+                .iter()
+                .map(|t| t.as_str().to_owned())
+                .collect(),
+            last_seen_at: Utc::now(),
+        };
+        self.dirty
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(req.worker_id.clone(), sighting);
     }
 
     /// Takes what was seen since the last call.
-    pub fn take(&self) -> Vec<(String, Vec<String>, Vec<String>, DateTime<Utc>)> {
+    pub fn take(&self) -> Vec<WorkerSighting> {
         let mut map = self.dirty.lock().unwrap_or_else(|p| p.into_inner());
-        map.drain().map(|(id, (c, t, at))| (id, c, t, at)).collect()
+        map.drain().map(|(_, s)| s).collect()
     }
 }
 

@@ -23,7 +23,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use vodfarm_core::config::parse_duration;
 
-pub use queue::{JobQueue, LeaseFilter, NewJob, QueueError, QueueSettings};
+pub use queue::{JobQueue, LeaseFilter, NewJob, QueueError, QueueSettings, WorkerSighting};
 
 /// Flags and environment of `vodfarm coordinator`.
 #[derive(Debug, Clone, clap::Args)]

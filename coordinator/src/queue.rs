@@ -139,6 +139,19 @@ pub struct ReapReport {
     pub failed: Vec<(i64, JobType)>,
 }
 
+/// A worker heard from: what it polled with, and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerSighting {
+    /// Its id.
+    pub worker_id: String,
+    /// Capabilities it advertised.
+    pub capabilities: Vec<String>,
+    /// Job types it asked for.
+    pub job_types: Vec<String>,
+    /// When.
+    pub last_seen_at: DateTime<Utc>,
+}
+
 /// Lease, heartbeat, complete, fail, reap, retry, cancel and inspect jobs.
 #[derive(Debug, Clone)]
 pub struct JobQueue {
@@ -809,19 +822,16 @@ impl JobQueue {
     }
 
     /// Records workers seen since the last flush (one statement).
-    pub async fn record_workers(
-        &self,
-        seen: &[(String, Vec<String>, Vec<String>, DateTime<Utc>)],
-    ) -> Result<(), QueueError> {
+    pub async fn record_workers(&self, seen: &[WorkerSighting]) -> Result<(), QueueError> {
         if seen.is_empty() {
             return Ok(());
         }
-        let ids: Vec<&str> = seen.iter().map(|s| s.0.as_str()).collect();
+        let ids: Vec<&str> = seen.iter().map(|s| s.worker_id.as_str()).collect();
         // Arrays of arrays must be rectangular in Postgres; send each
         // worker's lists as one comma-joined text and split them there.
-        let caps: Vec<String> = seen.iter().map(|s| s.1.join(",")).collect();
-        let types: Vec<String> = seen.iter().map(|s| s.2.join(",")).collect();
-        let at: Vec<DateTime<Utc>> = seen.iter().map(|s| s.3).collect();
+        let caps: Vec<String> = seen.iter().map(|s| s.capabilities.join(",")).collect();
+        let types: Vec<String> = seen.iter().map(|s| s.job_types.join(",")).collect();
+        let at: Vec<DateTime<Utc>> = seen.iter().map(|s| s.last_seen_at).collect();
         sqlx::query(
             "INSERT INTO workers (worker_id, capabilities, job_types, last_seen_at)
              SELECT id, coalesce(string_to_array(nullif(c, ''), ','), '{}'),
