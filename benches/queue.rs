@@ -134,30 +134,30 @@ async fn completed(pool: &PgPool) -> anyhow::Result<i64> {
     )
 }
 
-async fn run_ours(base: &str, workers: usize, total: usize) -> anyhow::Result<f64> {
+/// Runs `workers` tasks that each repeat `step` (one lease + its
+/// completions, returning how many jobs it completed) until `total` jobs
+/// are done; returns jobs per second.
+async fn drain<F, Fut>(workers: usize, total: usize, step: F) -> anyhow::Result<f64>
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<usize>> + Send,
+{
+    let step = Arc::new(step);
     let done = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
     let mut handles = Vec::new();
     for w in 0..workers {
-        let client = CoordinatorClient::new(base, TOKEN, &format!("bench-{w}"))?;
-        let done = done.clone();
+        let (step, done) = (step.clone(), done.clone());
         handles.push(tokio::spawn(async move {
-            loop {
-                let jobs = client.lease(&[], &[], 1, Duration::ZERO).await?;
-                if jobs.is_empty() {
-                    if done.load(Ordering::Relaxed) >= total {
-                        return anyhow::Ok(());
+            while done.load(Ordering::Relaxed) < total {
+                match step(w).await? {
+                    0 => tokio::time::sleep(Duration::from_millis(5)).await,
+                    n => {
+                        done.fetch_add(n, Ordering::Relaxed);
                     }
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                    continue;
-                }
-                for j in jobs {
-                    client
-                        .complete(j.id, j.lease_token, JobOutputs::default())
-                        .await?;
-                    done.fetch_add(1, Ordering::Relaxed);
                 }
             }
+            anyhow::Ok(())
         }));
     }
     for h in handles {
@@ -166,6 +166,29 @@ async fn run_ours(base: &str, workers: usize, total: usize) -> anyhow::Result<f6
     Ok(total as f64 / start.elapsed().as_secs_f64())
 }
 
+/// Ours: lease + complete over HTTP through the coordinator.
+async fn run_ours(base: &str, workers: usize, total: usize) -> anyhow::Result<f64> {
+    let clients = (0..workers)
+        .map(|w| CoordinatorClient::new(base, TOKEN, &format!("bench-{w}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let clients = Arc::new(clients);
+    drain(workers, total, move |w| {
+        let clients = clients.clone();
+        async move {
+            let client = &clients[w];
+            let jobs = client.lease(&[], &[], 1, Duration::ZERO).await?;
+            for j in &jobs {
+                client
+                    .complete(j.id, j.lease_token, JobOutputs::default())
+                    .await?;
+            }
+            Ok(jobs.len())
+        }
+    })
+    .await
+}
+
+/// The floor: the same claim and complete statements, straight to Postgres.
 async fn run_floor(db_url: &str, workers: usize, total: usize) -> anyhow::Result<f64> {
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(workers as u32)
@@ -173,37 +196,20 @@ async fn run_floor(db_url: &str, workers: usize, total: usize) -> anyhow::Result
         .connect(db_url)
         .await?;
     let queue = JobQueue::new(pool.clone(), QueueSettings::default());
-    let done = Arc::new(AtomicUsize::new(0));
-    let start = Instant::now();
-    let mut handles = Vec::new();
-    for w in 0..workers {
-        let queue = queue.clone();
-        let done = done.clone();
-        handles.push(tokio::spawn(async move {
-            let filter = LeaseFilter::any();
-            let worker = format!("floor-{w}");
-            loop {
-                let jobs = queue.claim(&worker, &filter, 1).await?;
-                if jobs.is_empty() {
-                    if done.load(Ordering::Relaxed) >= total {
-                        return anyhow::Ok(());
-                    }
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                    continue;
-                }
-                for j in jobs {
-                    queue
-                        .complete(j.id, j.lease_token, &JobOutputs::default())
-                        .await?;
-                    done.fetch_add(1, Ordering::Relaxed);
-                }
+    let filter = Arc::new(LeaseFilter::any());
+    let rate = drain(workers, total, move |w| {
+        let (queue, filter) = (queue.clone(), filter.clone());
+        async move {
+            let jobs = queue.claim(&format!("floor-{w}"), &filter, 1).await?;
+            for j in &jobs {
+                queue
+                    .complete(j.id, j.lease_token, &JobOutputs::default())
+                    .await?;
             }
-        }));
-    }
-    for h in handles {
-        h.await??;
-    }
-    let rate = total as f64 / start.elapsed().as_secs_f64();
+            Ok(jobs.len())
+        }
+    })
+    .await?;
     pool.close().await;
     Ok(rate)
 }

@@ -773,14 +773,7 @@ async fn operators_list_inspect_cancel_and_see_metrics() {
         .remove(0);
     assert_eq!(leased.video_id, video_pub);
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let metrics = http
-        .get(format!("{}/metrics", c.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&c.base).await;
     assert_eq!(
         metric(&metrics, r#"vodfarm_jobs_pending{job_type="transcode"}"#),
         Some(1.0),
@@ -885,16 +878,8 @@ async fn idle_long_polls_do_not_query_the_database_and_sigterm_answers_them() {
     let db = TestDb::new().await;
     let mut c = CoordinatorProcess::start(&db, &["--idle-recheck", "30s"]).await;
     let (video, _) = insert_video(&db.pool).await;
-    let http = reqwest::Client::new();
     let claims = || async {
-        let text = http
-            .get(format!("{}/metrics", c.base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = metrics_text(&c.base).await;
         metric(&text, "vodfarm_claim_queries_total").unwrap_or(0.0)
     };
     // 100 workers long-poll in 300 ms rounds for about 2 s: 600+ polls.

@@ -228,6 +228,18 @@ fn parse_job_type(s: &str) -> Result<JobType, QueueError> {
         .map_err(|e: vodfarm_core::jobs::UnknownValue| QueueError::InvalidInput(e.to_string()))
 }
 
+fn parse_job_status(s: &str) -> Result<JobStatus, QueueError> {
+    s.parse()
+        .map_err(|e: vodfarm_core::jobs::UnknownValue| QueueError::InvalidInput(e.to_string()))
+}
+
+/// `parameters` is nullable in the seed's schema; workers get JSON null.
+fn parameters_of(row: &PgRow) -> Result<serde_json::Value, QueueError> {
+    Ok(row
+        .try_get::<Option<serde_json::Value>, _>("parameters")?
+        .unwrap_or(serde_json::Value::Null))
+}
+
 fn leased_job_from_row(row: &PgRow) -> Result<LeasedJob, QueueError> {
     Ok(LeasedJob {
         id: row.try_get("id")?,
@@ -235,9 +247,7 @@ fn leased_job_from_row(row: &PgRow) -> Result<LeasedJob, QueueError> {
         job_type: parse_job_type(row.try_get("job_type")?)?,
         input_path: row.try_get("input_path")?,
         output_path: row.try_get("output_path")?,
-        parameters: row
-            .try_get::<Option<serde_json::Value>, _>("parameters")?
-            .unwrap_or(serde_json::Value::Null),
+        parameters: parameters_of(row)?,
         lease_token: row.try_get("lease_token")?,
         lease_expires_at: row.try_get("lease_expires_at")?,
         attempt: row.try_get("attempts")?,
@@ -250,11 +260,7 @@ fn job_view_from_row(row: &PgRow) -> Result<JobView, QueueError> {
         id: row.try_get("id")?,
         video_id: row.try_get("public_video_id")?,
         job_type: parse_job_type(row.try_get("job_type")?)?,
-        status: status
-            .parse()
-            .map_err(|e: vodfarm_core::jobs::UnknownValue| {
-                QueueError::InvalidInput(e.to_string())
-            })?,
+        status: parse_job_status(&status)?,
         progress: row.try_get::<Option<i32>, _>("progress")?.unwrap_or(0),
         error_message: row.try_get("error_message")?,
         worker_id: row.try_get("worker_id")?,
@@ -265,9 +271,7 @@ fn job_view_from_row(row: &PgRow) -> Result<JobView, QueueError> {
         required_capabilities: row.try_get("required_capabilities")?,
         input_path: row.try_get("input_path")?,
         output_path: row.try_get("output_path")?,
-        parameters: row
-            .try_get::<Option<serde_json::Value>, _>("parameters")?
-            .unwrap_or(serde_json::Value::Null),
+        parameters: parameters_of(row)?,
         run_after: row.try_get("run_after")?,
         lease_expires_at: row.try_get("lease_expires_at")?,
         created_at: row
@@ -753,11 +757,7 @@ impl JobQueue {
                 .unwrap_or_default();
             counts.push(JobCount {
                 job_type: parse_job_type(row.try_get("job_type")?)?,
-                status: status
-                    .parse()
-                    .map_err(|e: vodfarm_core::jobs::UnknownValue| {
-                        QueueError::InvalidInput(e.to_string())
-                    })?,
+                status: parse_job_status(&status)?,
                 count: row.try_get("n")?,
             });
         }

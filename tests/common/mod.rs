@@ -220,6 +220,16 @@ pub async fn video_row(pool: &PgPool, id: i64) -> (String, i32, Option<String>) 
         .expect("video row")
 }
 
+/// The coordinator's `/metrics` text.
+pub async fn metrics_text(base: &str) -> String {
+    reqwest::get(format!("{base}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text")
+}
+
 /// The value of one sample of a Prometheus text exposition, if present.
 pub fn metric(text: &str, name_with_labels: &str) -> Option<f64> {
     text.lines()
