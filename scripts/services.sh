@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs (if missing) and starts the servers vodfarm's tests talk to:
+# Installs what the build and tests need (apt packages, the s3s-fs S3
+# server) and starts the servers vodfarm's tests talk to:
 # PostgreSQL on 127.0.0.1:5432 (user postgres, trust auth) and Redis on
 # 127.0.0.1:6379. Safe to run again: it only starts what is down.
 set -euo pipefail
@@ -22,6 +23,31 @@ ensure pkg-config pkg-config
 ensure pg_ctlcluster postgresql
 ensure psql postgresql-client
 ensure redis-server redis-server
+
+# ensure_pkg PACKAGE...: install Debian packages that are not installed
+# (libraries have no command to look for).
+ensure_pkg() {
+  local missing=()
+  for p in "$@"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "services: installing ${missing[*]}"
+  if [ $apt_updated = 0 ]; then as_root apt-get update -qq; apt_updated=1; fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+# Media: Debian's FFmpeg 5.1 libraries (ffmpeg-next links them
+# dynamically; bindgen needs libclang), the ffmpeg/ffprobe CLIs that tests
+# check our output with, and NVENC/NVDEC headers. Origin bench peers:
+# nginx and wrk.
+ensure_pkg libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev \
+  libavfilter-dev libavdevice-dev libclang-dev clang ffmpeg libffmpeg-nvenc-dev nginx-light wrk
+
+# A real S3-protocol server for the object-store tests.
+s3s_bin="${CARGO_HOME:-$HOME/.cargo}/bin/s3s-fs"
+if ! command -v s3s-fs >/dev/null 2>&1 && [ ! -x "$s3s_bin" ]; then
+  echo "services: installing s3s-fs (S3 test server, ~2 min)"
+  cargo install --locked s3s-fs --version 0.14.1 --features binary
+fi
 
 if ! pg_isready -q -h 127.0.0.1 -p 5432; then
   echo "services: starting PostgreSQL"
