@@ -27,6 +27,10 @@ pub enum Command {
     Migrate(crate::migrate::MigrateArgs),
     /// Run the coordinator: the leased job queue and the worker API.
     Coordinator(vodfarm_coordinator::CoordinatorArgs),
+    /// Run the whole system in one process on embedded defaults (private
+    /// PostgreSQL and Redis under --data-dir unless DATABASE_URL/REDIS_URL
+    /// are set).
+    Dev(crate::dev::DevArgs),
 }
 
 /// Parses the command line and runs the chosen role to completion.
@@ -46,6 +50,7 @@ pub async fn main() -> anyhow::Result<()> {
         Command::Coordinator(args) => {
             vodfarm_coordinator::run(args, crate::shutdown_signal()).await?;
         }
+        Command::Dev(args) => crate::dev::run(args).await?,
     }
     Ok(())
 }

@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod dev;
 pub mod migrate;
 
 /// The schema migrations under `migrations/`, embedded at compile time.
