@@ -10,6 +10,7 @@
 pub mod cli;
 pub mod dev;
 pub mod migrate;
+pub mod web;
 
 /// The schema migrations under `migrations/`, embedded at compile time.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

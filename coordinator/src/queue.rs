@@ -767,6 +767,12 @@ impl JobQueue {
         )
         .fetch_one(&self.pool)
         .await?;
+        let completed_last_minute: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM processing_jobs
+             WHERE status = 'completed' AND completed_at > now() - interval '1 minute'",
+        )
+        .fetch_one(&self.pool)
+        .await?;
         let worker_rows = sqlx::query(
             "SELECT worker_id, capabilities, last_seen_at FROM workers
              WHERE last_seen_at > now() - interval '5 minutes' ORDER BY worker_id",
@@ -786,6 +792,7 @@ impl JobQueue {
         Ok(QueueStats {
             counts,
             oldest_pending_age_seconds: oldest.map(|s| s.max(0.0)),
+            completed_last_minute,
             workers_seen: workers.len() as i64,
             workers,
         })

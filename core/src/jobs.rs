@@ -418,6 +418,9 @@ pub struct QueueStats {
     pub counts: Vec<JobCount>,
     /// Age of the oldest due pending job, seconds (None: nothing due).
     pub oldest_pending_age_seconds: Option<f64>,
+    /// Jobs completed in the last minute (throughput).
+    #[serde(default)]
+    pub completed_last_minute: i64,
     /// Workers that leased or polled within the last five minutes.
     pub workers_seen: i64,
     /// Those workers.

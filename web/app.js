@@ -1,0 +1,288 @@
+// vodfarm dev page: videos with live status, tus uploads that resume after
+// a reload, an hls.js player with a quality menu and sprite previews, and
+// the job queue. Plain browser JavaScript: no build step, scripts vendored.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const state = { token: null, channel: null, selected: null, hls: null, storyboard: [] };
+
+async function api(path, options = {}) {
+  const headers = Object.assign({ "Content-Type": "application/json" }, options.headers || {});
+  if (state.token) headers.Authorization = "Bearer " + state.token;
+  const resp = await fetch(path, Object.assign({}, options, { headers }));
+  const text = await resp.text();
+  const body = text ? JSON.parse(text) : null;
+  if (!resp.ok) {
+    const msg = body && body.error ? body.error.message : resp.statusText;
+    throw new Error(msg);
+  }
+  return body;
+}
+
+// ---- session -------------------------------------------------------------
+
+async function startSession() {
+  // `vodfarm dev` hands the page its demo creator; elsewhere, sign in.
+  try {
+    const dev = await api("/v1/dev/session");
+    state.token = dev.token;
+    state.channel = dev.channel_id;
+    $("who").textContent = dev.username + " (dev)";
+  } catch (_) {
+    state.token = localStorage.getItem("vodfarm.token");
+    state.channel = localStorage.getItem("vodfarm.channel");
+  }
+  if (!state.token || !state.channel) {
+    $("login").hidden = false;
+    return;
+  }
+  $("login").hidden = true;
+  $("app").hidden = false;
+  refreshVideos();
+  refreshQueue();
+  setInterval(refreshVideos, 2000);
+  setInterval(refreshQueue, 3000);
+}
+
+$("login-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const f = ev.target;
+  const action = ev.submitter ? ev.submitter.value : "login";
+  try {
+    if (action === "register") {
+      const u = await api("/v1/users", { method: "POST", body: JSON.stringify({
+        username: f.username.value, email: f.email.value, password: f.password.value }) });
+      state.token = u.token;
+      const c = await api("/v1/channels", { method: "POST", body: JSON.stringify({
+        name: f.username.value + "'s channel", description: "" }) });
+      state.channel = c.channel_id;
+    } else {
+      const t = await api("/v1/tokens", { method: "POST", body: JSON.stringify({
+        username: f.username.value, password: f.password.value }) });
+      state.token = t.token;
+      state.channel = localStorage.getItem("vodfarm.channel");
+      if (!state.channel) {
+        const c = await api("/v1/channels", { method: "POST", body: JSON.stringify({
+          name: f.username.value + "'s channel", description: "" }) });
+        state.channel = c.channel_id;
+      }
+    }
+    localStorage.setItem("vodfarm.token", state.token);
+    localStorage.setItem("vodfarm.channel", state.channel);
+    $("who").textContent = f.username.value;
+    startSession();
+  } catch (e) {
+    $("login-error").textContent = e.message;
+  }
+});
+
+// ---- videos --------------------------------------------------------------
+
+function fmtDuration(s) {
+  if (!s) return "";
+  return Math.floor(s / 60) + ":" + String(Math.round(s % 60)).padStart(2, "0");
+}
+
+async function refreshVideos() {
+  let page;
+  try {
+    page = await api("/v1/channels/" + encodeURIComponent(state.channel) + "/videos?limit=50");
+  } catch (e) {
+    return;
+  }
+  const tbody = $("videos").querySelector("tbody");
+  tbody.textContent = "";
+  for (const v of page.videos || []) {
+    const tr = document.createElement("tr");
+    tr.dataset.videoId = v.video_id;
+    if (v.video_id === state.selected) tr.className = "selected";
+    const progress = v.processing_progress || 0;
+    tr.innerHTML =
+      "<td></td><td class='status-" + v.status + "'>" + v.status + "</td>" +
+      "<td><progress max='100' value='" + progress + "'></progress> " + progress + "%</td>" +
+      "<td>" + fmtDuration(v.duration_seconds) + "</td><td></td>";
+    tr.children[0].textContent = v.title;
+    if (v.status === "ready") {
+      const b = document.createElement("button");
+      b.textContent = "Play";
+      b.className = "play";
+      b.onclick = () => play(v.video_id);
+      tr.children[4].appendChild(b);
+    }
+    tbody.appendChild(tr);
+  }
+  if (!state.selected) {
+    const first = (page.videos || []).find((v) => v.status === "ready");
+    if (first) play(first.video_id);
+  }
+}
+
+// ---- player --------------------------------------------------------------
+
+function parseStoryboard(text, base) {
+  // WebVTT cues "HH:MM:SS.mmm --> HH:MM:SS.mmm" followed by "sprite.jpg#xywh=x,y,w,h".
+  const toSec = (t) => t.split(":").reduce((acc, p) => acc * 60 + parseFloat(p), 0);
+  const cues = [];
+  const lines = text.split(/\r?\n/);
+  for (let i = 0; i < lines.length; i++) {
+    const m = lines[i].match(/^([\d:.]+)\s+-->\s+([\d:.]+)/);
+    if (!m || i + 1 >= lines.length) continue;
+    const ref = lines[i + 1].trim();
+    const xy = ref.match(/#xywh=(\d+),(\d+),(\d+),(\d+)/);
+    if (!xy) continue;
+    cues.push({ start: toSec(m[1]), end: toSec(m[2]), url: new URL(ref.split("#")[0], base).href,
+      x: +xy[1], y: +xy[2], w: +xy[3], h: +xy[4] });
+  }
+  return cues;
+}
+
+async function play(videoId) {
+  state.selected = videoId;
+  const v = await api("/v1/videos/" + encodeURIComponent(videoId));
+  const playback = v.playback || {};
+  const master = playback.master_url || playback.hls_url || v.playback_url;
+  if (!master) return;
+  $("player-title").textContent = v.title;
+  $("player-links").textContent = "master.m3u8: " + master;
+  const video = $("video");
+  if (state.hls) state.hls.destroy();
+  const hls = new Hls({ capLevelToPlayerSize: false });
+  state.hls = hls;
+  hls.loadSource(master);
+  hls.attachMedia(video);
+  hls.on(Hls.Events.MANIFEST_PARSED, (_, data) => {
+    const sel = $("quality");
+    sel.innerHTML = "<option value='-1'>Auto</option>";
+    data.levels.forEach((l, i) => {
+      const o = document.createElement("option");
+      o.value = i;
+      o.textContent = l.height + "p (" + Math.round(l.bitrate / 1000) + " kb/s)";
+      sel.appendChild(o);
+    });
+    video.play().catch(() => {});
+  });
+  hls.on(Hls.Events.LEVEL_SWITCHED, (_, data) => {
+    const l = hls.levels[data.level];
+    $("level-info").textContent = l ? "playing " + l.height + "p" : "";
+  });
+  state.storyboard = [];
+  const sb = playback.storyboard_url;
+  if (sb) {
+    try {
+      const text = await (await fetch(sb)).text();
+      state.storyboard = parseStoryboard(text, sb);
+    } catch (_) { /* previews are optional */ }
+  }
+}
+
+$("quality").addEventListener("change", (ev) => {
+  if (state.hls) state.hls.currentLevel = parseInt(ev.target.value, 10);
+});
+
+const video = $("video");
+video.addEventListener("timeupdate", () => {
+  if (video.duration) $("scrub").value = Math.round((video.currentTime / video.duration) * 1000);
+});
+$("scrub").addEventListener("input", (ev) => {
+  if (video.duration) video.currentTime = (ev.target.value / 1000) * video.duration;
+});
+$("scrub").addEventListener("mousemove", (ev) => {
+  const r = ev.target.getBoundingClientRect();
+  const frac = Math.min(1, Math.max(0, (ev.clientX - r.left) / r.width));
+  const t = frac * (video.duration || 0);
+  const cue = state.storyboard.find((c) => t >= c.start && t < c.end);
+  const preview = $("preview");
+  if (!cue) { preview.hidden = true; return; }
+  const img = $("preview-img");
+  img.style.width = cue.w + "px";
+  img.style.height = cue.h + "px";
+  img.style.backgroundImage = "url(" + cue.url + ")";
+  img.style.backgroundPosition = -cue.x + "px " + -cue.y + "px";
+  $("preview-time").textContent = fmtDuration(t) || "0:00";
+  preview.style.left = frac * r.width + "px";
+  preview.hidden = false;
+});
+$("scrub").addEventListener("mouseleave", () => { $("preview").hidden = true; });
+
+// ---- uploads -------------------------------------------------------------
+
+function fileKey(file) {
+  return "vodfarm.upload." + [file.name, file.size, file.lastModified].join(":");
+}
+
+$("upload-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const file = $("file").files[0];
+  if (!file) return;
+  const status = $("upload-status");
+  const bar = $("upload-progress");
+  bar.hidden = false;
+  // The same file picked again (after a reload) resumes its upload.
+  let grant = JSON.parse(localStorage.getItem(fileKey(file)) || "null");
+  if (grant && new Date(grant.upload_expires_at) < new Date()) grant = null;
+  try {
+    if (!grant) {
+      grant = await api("/v1/videos", { method: "POST", body: JSON.stringify({
+        channel_id: state.channel, title: $("title").value, description: "", tags: [],
+        privacy: $("privacy").value, filename: file.name, size_bytes: file.size }) });
+      localStorage.setItem(fileKey(file), JSON.stringify(grant));
+    } else {
+      status.textContent = "resuming…";
+    }
+  } catch (e) {
+    status.textContent = "could not start: " + e.message;
+    return;
+  }
+  const upload = new tus.Upload(file, {
+    uploadUrl: grant.upload_url,
+    headers: { Authorization: "Bearer " + grant.upload_token },
+    chunkSize: 8 * 1024 * 1024,
+    retryDelays: [0, 1000, 3000, 5000],
+    storeFingerprintForResuming: false,
+    onProgress: (sent, total) => {
+      const pct = Math.floor((sent / total) * 100);
+      bar.value = pct;
+      status.textContent = pct + "% uploaded";
+    },
+    onError: (e) => { status.textContent = "upload failed: " + e.message; },
+    onSuccess: () => {
+      localStorage.removeItem(fileKey(file));
+      status.textContent = "uploaded: processing " + grant.video_id;
+      status.dataset.videoId = grant.video_id;
+      refreshVideos();
+    },
+  });
+  upload.start();
+});
+
+// ---- queue ---------------------------------------------------------------
+
+async function refreshQueue() {
+  let stats;
+  try {
+    stats = await api("/v1/dev/queue");
+  } catch (_) {
+    $("queue-section").hidden = true;
+    return;
+  }
+  const rows = {};
+  for (const c of stats.counts || []) {
+    rows[c.job_type] = rows[c.job_type] || {};
+    rows[c.job_type][c.status] = c.count;
+  }
+  const tbody = $("queue").querySelector("tbody");
+  tbody.textContent = "";
+  for (const t of ["transcode", "thumbnail", "manifest"]) {
+    const r = rows[t] || {};
+    const tr = document.createElement("tr");
+    tr.innerHTML = "<td>" + t + "</td><td>" + (r.pending || 0) + "</td><td>" + (r.processing || 0) +
+      "</td><td>" + (r.completed || 0) + "</td><td>" + (r.failed || 0) + "</td>";
+    tbody.appendChild(tr);
+  }
+  const age = stats.oldest_pending_age_seconds;
+  $("queue-summary").textContent = "workers: " + stats.workers_seen +
+    (age != null ? " · oldest due job waiting " + Math.round(age) + " s" : " · nothing waiting") +
+    (stats.completed_last_minute != null ? " · " + stats.completed_last_minute + " jobs/min" : "");
+}
+
+startSession();
