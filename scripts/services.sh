@@ -42,6 +42,13 @@ ensure_pkg() {
 ensure_pkg libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev \
   libavfilter-dev libavdevice-dev libclang-dev clang ffmpeg libffmpeg-nvenc-dev nginx-light wrk
 
+# Browser tests: Debian's chromium driven by playwright-core (web/).
+ensure chromium chromium
+if [ ! -d web/node_modules/playwright-core ] && command -v npm >/dev/null 2>&1; then
+  echo "services: installing web/ test dependencies (npm ci)"
+  (cd web && npm ci --no-audit --no-fund >/dev/null)
+fi
+
 # A real S3-protocol server for the object-store tests.
 s3s_bin="${CARGO_HOME:-$HOME/.cargo}/bin/s3s-fs"
 if ! command -v s3s-fs >/dev/null 2>&1 && [ ! -x "$s3s_bin" ]; then

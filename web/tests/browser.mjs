@@ -1,0 +1,100 @@
+// Browser check of the dev page in headless Debian chromium (playwright-core).
+//
+//   node web/tests/browser.mjs PAGE_URL OUT_DIR UPLOAD_FILE
+//
+// 1. the page loads and lists the demo video;
+// 2. the demo video plays: currentTime advances;
+// 3. switching quality fetches a segment of every rendition;
+// 4. an upload through the form completes (tus-js-client);
+// Screenshots go to OUT_DIR. Exits non-zero with a message on failure.
+import { chromium } from "playwright-core";
+import fs from "node:fs";
+import path from "node:path";
+
+const [pageUrl, outDir, uploadFile] = process.argv.slice(2);
+if (!pageUrl || !outDir || !uploadFile) {
+  console.error("usage: browser.mjs PAGE_URL OUT_DIR UPLOAD_FILE");
+  process.exit(2);
+}
+fs.mkdirSync(outDir, { recursive: true });
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--autoplay-policy=no-user-gesture-required"],
+});
+const shot = (page, name) => page.screenshot({ path: path.join(outDir, name + ".png"), fullPage: true });
+let failed = false;
+const check = (ok, what) => {
+  console.log((ok ? "ok   " : "FAIL ") + what);
+  if (!ok) failed = true;
+};
+
+try {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(String(e)));
+  const segments = new Set();
+  page.on("request", (r) => {
+    const m = r.url().match(/\/v\/[^/]+\/([^/]+)\/segment_\d+\.ts/);
+    if (m) segments.add(m[1]);
+  });
+
+  await page.goto(pageUrl, { waitUntil: "load" });
+  await page.waitForSelector("#videos tbody tr", { timeout: 30000 });
+  check(true, "page loads and lists videos");
+  await shot(page, "01-page");
+
+  // The page plays the first ready video by itself.
+  await page.waitForFunction(() => document.getElementById("video").currentTime > 1.0, null, { timeout: 60000 });
+  const t1 = await page.evaluate(() => document.getElementById("video").currentTime);
+  await page.waitForTimeout(1500);
+  const t2 = await page.evaluate(() => document.getElementById("video").currentTime);
+  check(t2 > t1, `video plays (currentTime ${t1.toFixed(2)} → ${t2.toFixed(2)})`);
+  await shot(page, "02-playing");
+
+  // Every rendition: pick it in the quality menu, wait for one of its segments.
+  const options = await page.$$eval("#quality option", (os) => os.map((o) => [o.value, o.textContent]));
+  const levels = options.filter(([v]) => v !== "-1");
+  check(levels.length >= 1, `quality menu lists ${levels.length} renditions`);
+  for (const [value, label] of levels) {
+    const rung = label.split(" ")[0];
+    await page.selectOption("#quality", value);
+    const deadline = Date.now() + 30000;
+    while (!segments.has(rung) && Date.now() < deadline) await page.waitForTimeout(200);
+    check(segments.has(rung), `a ${rung} segment is fetched after choosing ${label}`);
+  }
+  await shot(page, "03-qualities");
+
+  // Sprite preview on hover over the scrub bar.
+  const box = await page.locator("#scrub").boundingBox();
+  await page.mouse.move(box.x + box.width * 0.5, box.y + box.height / 2);
+  await page.waitForTimeout(300);
+  const preview = await page.evaluate(() => !document.getElementById("preview").hidden &&
+    document.getElementById("preview-img").style.backgroundImage.includes("sprite.jpg"));
+  check(preview, "scrubbing shows a sprite preview");
+  await shot(page, "04-preview");
+
+  // Upload through the form.
+  await page.setInputFiles("#file", uploadFile);
+  await page.fill("#title", "browser upload");
+  await page.click("#upload-form button[type=submit]");
+  await page.waitForFunction(() => document.getElementById("upload-status").textContent.startsWith("uploaded"),
+    null, { timeout: 120000 });
+  const uploaded = await page.evaluate(() => document.getElementById("upload-status").dataset.videoId);
+  check(Boolean(uploaded), `upload through the form completes (${uploaded})`);
+  await page.waitForFunction((id) => !!document.querySelector(`#videos tr[data-video-id="${id}"]`), uploaded,
+    { timeout: 30000 });
+  check(true, "the uploaded video appears in the list");
+  await shot(page, "05-uploaded");
+  check(errors.length === 0, "no page errors" + (errors.length ? ": " + errors.join("; ") : ""));
+  if (uploaded) fs.writeFileSync(path.join(outDir, "uploaded-video-id.txt"), uploaded);
+} catch (e) {
+  console.log("FAIL " + e.message);
+  failed = true;
+} finally {
+  await browser.close();
+}
+process.exit(failed ? 1 : 0);
