@@ -27,6 +27,9 @@ pub enum Command {
     Migrate(crate::migrate::MigrateArgs),
     /// Run the coordinator: the leased job queue and the worker API.
     Coordinator(vodfarm_coordinator::CoordinatorArgs),
+    /// Run an origin/shield server: the CDN's upstream for playlists,
+    /// segments, images and subtitles.
+    Origin(vodfarm_origin::OriginArgs),
 }
 
 /// Parses the command line and runs the chosen role to completion.
@@ -45,6 +48,9 @@ pub async fn main() -> anyhow::Result<()> {
         }
         Command::Coordinator(args) => {
             vodfarm_coordinator::run(args, crate::shutdown_signal()).await?;
+        }
+        Command::Origin(args) => {
+            vodfarm_origin::run(args, crate::shutdown_signal()).await?;
         }
     }
     Ok(())

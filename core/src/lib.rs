@@ -7,6 +7,7 @@
 //! - [`ladder`]: the rendition ladder (240p/720p/1080p by default).
 //! - [`config`]: helpers for flags and env vars.
 //! - [`http`]: the JSON error body every HTTP API answers with.
+//! - [`signing`]: playback tokens for private videos (api issues, origin checks).
 //! - [`store`]: the `ObjectStore` trait, S3 and local-directory stores.
 //! - [`testing`]: a real S3-protocol server for tests and benches.
 //! - [`telemetry`]: tracing setup and the Prometheus registry helpers.
@@ -19,6 +20,7 @@ pub mod ids;
 pub mod jobs;
 pub mod ladder;
 pub mod layout;
+pub mod signing;
 pub mod store;
 pub mod telemetry;
 pub mod testing;
