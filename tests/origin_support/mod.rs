@@ -41,7 +41,12 @@ impl OriginProcess {
         env: &[(&str, String)],
         extra: &[&str],
     ) -> OriginProcess {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vodfarm"));
+        // VODFARM_BIN overrides cargo's binary: a build directory shared
+        // by several checkouts may hold another checkout's build.
+        let bin = std::env::var_os("VODFARM_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_vodfarm").into());
+        let mut cmd = Command::new(bin);
         cmd.arg("origin")
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--upstream", upstream])
