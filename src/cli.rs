@@ -31,6 +31,9 @@ pub enum Command {
     /// PostgreSQL and Redis under --data-dir unless DATABASE_URL/REDIS_URL
     /// are set).
     Dev(crate::dev::DevArgs),
+    /// Run an origin/shield server: the CDN's upstream for playlists,
+    /// segments, images and subtitles.
+    Origin(vodfarm_origin::OriginArgs),
 }
 
 /// Parses the command line and runs the chosen role to completion.
@@ -51,6 +54,9 @@ pub async fn main() -> anyhow::Result<()> {
             vodfarm_coordinator::run(args, crate::shutdown_signal()).await?;
         }
         Command::Dev(args) => crate::dev::run(args).await?,
+        Command::Origin(args) => {
+            vodfarm_origin::run(args, crate::shutdown_signal()).await?;
+        }
     }
     Ok(())
 }

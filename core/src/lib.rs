@@ -7,7 +7,7 @@
 //! - [`ladder`]: the rendition ladder (240p/720p/1080p by default).
 //! - [`config`]: helpers for flags and env vars.
 //! - [`http`]: the JSON error body every HTTP API answers with.
-//! - [`signing`]: signed expiring playback tokens for private videos.
+//! - [`signing`]: playback tokens for private videos (api issues, origin checks).
 //! - [`store`]: the `ObjectStore` trait, S3 and local-directory stores.
 //! - [`testing`]: a real S3-protocol server for tests and benches.
 //! - [`telemetry`]: tracing setup and the Prometheus registry helpers.

@@ -1,9 +1,24 @@
-//! Signed, expiring playback tokens for private videos.
+//! Playback tokens for private videos: the contract between the api
+//! (which issues them to a video's owner) and the origin (which accepts
+//! them as `?token=`).
 //!
-//! The api issues a token to a private video's owner; the origin checks
-//! it (`?token=`). Both share `VODFARM_SIGNING_SECRET`. A token is
-//! `{expires_unix}.{base64url(HMAC-SHA256(secret, "{video_id}.{expires_unix}"))}`:
-//! it names no user, only the video and the expiry it is valid for.
+//! A token is `{expires_at}.{mac}`: `expires_at` in unix seconds (decimal),
+//! `mac` the URL-safe, unpadded base64 of
+//! HMAC-SHA256(secret, `"vodfarm-playback-v1\n{video_id}\n{expires_at}"`).
+//! Only URL-safe characters appear, so a token goes into a query string
+//! as it is. The secret is shared by the api and every origin tier
+//! (`VODFARM_SIGNING_SECRET`). A token opens every file of one video
+//! (playlists, segments, images, subtitles) until it expires.
+//!
+//! ```
+//! use vodfarm_core::signing::{sign_playback_token, verify_playback_token, TokenError};
+//! let t = sign_playback_token(b"secret", "v_abc", 2_000_000_000);
+//! assert_eq!(verify_playback_token(b"secret", "v_abc", &t, 1_900_000_000), Ok(()));
+//! assert_eq!(
+//!     verify_playback_token(b"secret", "v_other", &t, 1_900_000_000),
+//!     Err(TokenError::BadSignature)
+//! );
+//! ```
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -11,7 +26,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 /// Why a playback token was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
     /// Not of the form `{expires}.{mac}`.
     #[error("malformed playback token")]
@@ -19,27 +34,31 @@ pub enum TokenError {
     /// Its expiry has passed.
     #[error("playback token expired")]
     Expired,
-    /// The MAC does not match (another video, a forged token, another secret).
-    #[error("invalid playback token")]
+    /// The MAC does not match (wrong video, wrong secret, or tampered).
+    #[error("playback token signature mismatch")]
     BadSignature,
 }
 
 fn mac(secret: &[u8], video_id: &str, expires_at: i64) -> Hmac<Sha256> {
-    // HMAC accepts keys of any length; this cannot fail.
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC takes any key length");
-    mac.update(video_id.as_bytes());
-    mac.update(b".");
-    mac.update(expires_at.to_string().as_bytes());
-    mac
+    // HMAC accepts keys of any length; `new_from_slice` cannot fail for it.
+    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(secret)
+        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+    m.update(b"vodfarm-playback-v1\n");
+    m.update(video_id.as_bytes());
+    m.update(b"\n");
+    m.update(expires_at.to_string().as_bytes());
+    m
 }
 
-/// A token for `video_id`, valid until `expires_at` (unix seconds).
+/// A token that lets its bearer play `video_id` until `expires_at` (unix
+/// seconds).
 pub fn sign_playback_token(secret: &[u8], video_id: &str, expires_at: i64) -> String {
     let tag = mac(secret, video_id, expires_at).finalize().into_bytes();
     format!("{expires_at}.{}", URL_SAFE_NO_PAD.encode(tag))
 }
 
-/// Checks `token` for `video_id` at time `now_unix` (seconds).
+/// Checks a token for `video_id` at time `now_unix` (unix seconds). The
+/// MAC comparison takes constant time.
 pub fn verify_playback_token(
     secret: &[u8],
     video_id: &str,
@@ -47,18 +66,20 @@ pub fn verify_playback_token(
     now_unix: i64,
 ) -> Result<(), TokenError> {
     let (expires, tag) = token.split_once('.').ok_or(TokenError::Malformed)?;
-    if expires.is_empty() || expires.len() > 12 || !expires.bytes().all(|b| b.is_ascii_digit()) {
+    if expires.is_empty() || expires.len() > 18 || !expires.bytes().all(|b| b.is_ascii_digit()) {
         return Err(TokenError::Malformed);
     }
     let expires_at: i64 = expires.parse().map_err(|_| TokenError::Malformed)?;
+    if tag.len() != 43 {
+        return Err(TokenError::Malformed);
+    }
     let tag = URL_SAFE_NO_PAD
         .decode(tag)
         .map_err(|_| TokenError::Malformed)?;
-    // verify_slice compares in constant time.
     mac(secret, video_id, expires_at)
         .verify_slice(&tag)
         .map_err(|_| TokenError::BadSignature)?;
-    if expires_at < now_unix {
+    if now_unix > expires_at {
         return Err(TokenError::Expired);
     }
     Ok(())
@@ -69,32 +90,44 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tokens_verify_for_their_video_until_expiry() {
-        let t = sign_playback_token(b"secret", "v_abc", 1000);
-        assert_eq!(verify_playback_token(b"secret", "v_abc", &t, 999), Ok(()));
-        assert_eq!(verify_playback_token(b"secret", "v_abc", &t, 1000), Ok(()));
+    fn round_trip_and_refusals() {
+        let t = sign_playback_token(b"k", "v_a", 100);
+        assert!(t.starts_with("100."));
+        assert!(t
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)));
+        assert_eq!(verify_playback_token(b"k", "v_a", &t, 100), Ok(()));
         assert_eq!(
-            verify_playback_token(b"secret", "v_abc", &t, 1001),
+            verify_playback_token(b"k", "v_a", &t, 101),
             Err(TokenError::Expired)
         );
         assert_eq!(
-            verify_playback_token(b"secret", "v_abd", &t, 999),
+            verify_playback_token(b"other", "v_a", &t, 50),
             Err(TokenError::BadSignature)
         );
         assert_eq!(
-            verify_playback_token(b"other", "v_abc", &t, 999),
+            verify_playback_token(b"k", "v_b", &t, 50),
             Err(TokenError::BadSignature)
         );
-        let forged = t.replacen("1000", "9999", 1);
+        // A later expiry with the old MAC is not accepted.
+        let forged = t.replacen("100.", "999.", 1);
         assert_eq!(
-            verify_playback_token(b"secret", "v_abc", &forged, 999),
+            verify_playback_token(b"k", "v_a", &forged, 50),
             Err(TokenError::BadSignature)
         );
-        for bad in ["", "abc", "1000", ".x", "10a.x", "1000.!!"] {
+        for bad in [
+            "",
+            ".",
+            "100",
+            "x.abc",
+            "100.abc",
+            "-1.aaaa",
+            &format!("{t}x"),
+        ] {
             assert_eq!(
-                verify_playback_token(b"secret", "v_abc", bad, 0),
+                verify_playback_token(b"k", "v_a", bad, 50),
                 Err(TokenError::Malformed),
-                "{bad}"
+                "{bad:?}"
             );
         }
     }

@@ -1,9 +1,31 @@
-//! The origin/shield server. Today: the mapping from CDN URLs (the seed's
-//! URL structure) to object keys, which refuses every path outside the
-//! layout; the hyper server, cache and coalescing build on it.
+//! The origin/shield server: serves the seed's CDN URLs from the object
+//! store (or from the next tier, in shield mode) with an in-memory,
+//! single-flight cache, HTTP caching semantics, and access rules kept
+//! strongly consistent with PostgreSQL.
+//!
+//! - [`route`]: CDN path → object key, refusing anything else.
+//! - [`upstream`]: the object store or the next tier.
+//! - [`cache`]: byte-bounded cache, single-flight fetches that waiters
+//!   stream from.
+//! - [`access`]: video state from PostgreSQL, invalidated by NOTIFY;
+//!   playback tokens.
+//! - [`server`]: HTTP semantics and the access log.
+//! - [`run`]: the `vodfarm origin` role.
 
 #![warn(missing_docs)]
 
+pub mod access;
+pub mod cache;
+pub mod metrics;
+pub mod server;
+pub mod upstream;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use vodfarm_core::config::parse_duration;
 use vodfarm_core::layout::{self, ObjectKey, ThumbFile};
 
 /// What a request path names.
@@ -62,6 +84,222 @@ pub fn route(path: &str) -> Option<Route> {
     })
 }
 
+/// Parses a byte size: `512MiB`, `2GiB`, `64MB`, `1048576` (binary and
+/// decimal units; a bare number is bytes).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid size {s:?} (try 512MiB, 2GiB)"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        other => return Err(format!("unknown size unit {other:?} (use KiB, MiB, GiB)")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size {s:?} out of range"))
+}
+
+/// Flags and environment of `vodfarm origin`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct OriginArgs {
+    /// Address to serve on (HTTP/1.1 keep-alive and HTTP/2 cleartext).
+    #[arg(long, env = "VODFARM_ORIGIN_LISTEN", default_value = "127.0.0.1:8081")]
+    pub listen: SocketAddr,
+    /// Where bytes come from: `store` (the object store named by --store)
+    /// or `http://HOST:PORT`, another vodfarm origin (shield mode, so tiers
+    /// chain edge → shield → origin → store).
+    #[arg(long, env = "VODFARM_ORIGIN_UPSTREAM", default_value = "store")]
+    pub upstream: String,
+    /// The object store when --upstream is `store`: `s3://BUCKET[/PREFIX]`
+    /// (endpoint and credentials from AWS_ENDPOINT_URL, AWS_REGION,
+    /// AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) or `file:///abs/dir`.
+    #[arg(long, env = "VODFARM_STORE")]
+    pub store: Option<String>,
+    /// PostgreSQL URL: every tier reads video state (ready, private,
+    /// deleted) from it and LISTENs for changes.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/vodfarm"
+    )]
+    pub database_url: String,
+    /// Secret shared with the api for playback tokens of private videos
+    /// (`?token=`). Without it private videos always answer 403.
+    #[arg(long, env = "VODFARM_SIGNING_SECRET", hide_env_values = true)]
+    pub signing_secret: Option<String>,
+    /// Most memory the object cache holds (e.g. 512MiB, 4GiB).
+    #[arg(long, env = "VODFARM_ORIGIN_CACHE_SIZE", default_value = "1GiB", value_parser = parse_size)]
+    pub cache_size: u64,
+    /// Objects larger than this stream through without being cached.
+    #[arg(long, env = "VODFARM_ORIGIN_MAX_OBJECT_SIZE", default_value = "64MiB", value_parser = parse_size)]
+    pub max_object_size: u64,
+    /// Longest wait for the upstream's answer, and for each next chunk of
+    /// its body.
+    #[arg(long, env = "VODFARM_ORIGIN_UPSTREAM_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub upstream_timeout: Duration,
+    /// Playlists' `max-age`, and how long this tier keeps one before
+    /// asking the upstream again (an expired copy is served if that fails).
+    #[arg(long, env = "VODFARM_ORIGIN_PLAYLIST_MAX_AGE", default_value = "10s", value_parser = parse_duration)]
+    pub playlist_max_age: Duration,
+    /// Playlists' `stale-while-revalidate` for CDNs.
+    #[arg(long, env = "VODFARM_ORIGIN_PLAYLIST_SWR", default_value = "30s", value_parser = parse_duration)]
+    pub playlist_swr: Duration,
+    /// Playlists' `stale-if-error` for CDNs.
+    #[arg(long, env = "VODFARM_ORIGIN_STALE_IF_ERROR", default_value = "1h", value_parser = parse_duration)]
+    pub stale_if_error: Duration,
+    /// Longest a video's state is kept without a notification (a safety
+    /// net: notifications invalidate it at once).
+    #[arg(long, env = "VODFARM_ORIGIN_STATE_TTL", default_value = "60s", value_parser = parse_duration)]
+    pub state_ttl: Duration,
+    /// Size of the database connection pool.
+    #[arg(long, env = "VODFARM_DB_MAX_CONNECTIONS", default_value_t = 8)]
+    pub db_max_connections: u32,
+}
+
+/// Why the origin could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum OriginError {
+    /// The database could not be reached.
+    #[error("cannot connect to the database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The object store could not be opened.
+    #[error("object store: {0}")]
+    Store(#[from] vodfarm_core::store::StoreError),
+    /// The upstream setting is unusable.
+    #[error("--upstream: {0}")]
+    Upstream(String),
+    /// The listen address could not be bound.
+    #[error("cannot serve on {addr}: {source}")]
+    Serve {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Metrics could not be registered.
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// Runs the origin until `shutdown` completes, then stops accepting,
+/// lets in-flight requests finish (up to 10 s) and returns.
+pub async fn run(
+    args: OriginArgs,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), OriginError> {
+    let secret: Option<Arc<[u8]>> = args
+        .signing_secret
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .map(|s| Arc::from(s.as_bytes()));
+    let upstream = if args.upstream == "store" {
+        let url = args
+            .store
+            .as_deref()
+            .ok_or_else(|| OriginError::Upstream("`store` needs --store / VODFARM_STORE".into()))?;
+        upstream::Upstream::Store(vodfarm_core::store::open(url).await?)
+    } else {
+        upstream::Upstream::Origin(Box::new(
+            upstream::HttpUpstream::new(&args.upstream, secret.clone())
+                .map_err(|e| OriginError::Upstream(e.to_string()))?,
+        ))
+    };
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(args.db_max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect(&args.database_url)
+        .await?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|source| OriginError::Serve {
+            addr: args.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().unwrap_or(args.listen);
+    let metrics = metrics::OriginMetrics::new()?;
+    let cache = Arc::new(cache::ObjectCache::new(
+        upstream,
+        cache::CacheSettings {
+            max_bytes: args.cache_size,
+            max_object: args.max_object_size,
+            upstream_timeout: args.upstream_timeout,
+            playlist_ttl: args.playlist_max_age,
+        },
+        metrics.clone(),
+    ));
+    let access = Arc::new(access::Access::new(
+        pool,
+        secret,
+        args.state_ttl,
+        metrics.clone(),
+    ));
+    let stop = CancellationToken::new();
+    let listen_task = tokio::spawn(access.clone().listen(cache.clone(), stop.clone()));
+    let app = Arc::new(server::App::new(
+        cache,
+        access,
+        metrics,
+        &server::ServeSettings {
+            playlist_max_age: args.playlist_max_age.as_secs(),
+            playlist_swr: args.playlist_swr.as_secs(),
+            stale_if_error: args.stale_if_error.as_secs(),
+        },
+    ));
+    tracing::info!(%addr, upstream = %args.upstream, "origin listening");
+
+    let builder =
+        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (io, peer) = match accepted {
+                    Ok(c) => c,
+                    Err(e) => {
+                        // Out of file descriptors and the like: wait a moment.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = io.set_nodelay(true);
+                let app = app.clone();
+                let svc = hyper::service::service_fn(move |req| server::handle(app.clone(), req));
+                let conn = builder
+                    .serve_connection(hyper_util::rt::TokioIo::new(io), svc)
+                    .into_owned();
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            _ = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    tracing::info!("origin stopping");
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(Duration::from_secs(10)) => {
+            tracing::warn!("connections still open after 10s; closing");
+        }
+    }
+    stop.cancel();
+    let _ = listen_task.await;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,5 +340,15 @@ mod tests {
             assert_eq!(route(p), None, "{p:?} was routed");
         }
         assert_eq!(route(&format!("/v/{}/master.m3u8", "a".repeat(300))), None);
+    }
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("10MB"), Ok(10_000_000));
+        assert_eq!(parse_size("123"), Ok(123));
+        assert!(parse_size("1 parsec").is_err());
+        assert!(parse_size("").is_err());
     }
 }

@@ -1,0 +1,140 @@
+//! The origin's Prometheus metrics.
+
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+
+/// Every metric the origin exports on `/metrics`.
+#[derive(Debug, Clone)]
+pub struct OriginMetrics {
+    /// The registry they live in.
+    pub registry: Registry,
+    /// `vodfarm_origin_requests_total{route,status}`.
+    pub requests: IntCounterVec,
+    /// `vodfarm_origin_cache_hits_total`: answered from a cached object.
+    pub cache_hits: IntCounter,
+    /// `vodfarm_origin_cache_misses_total`: requests that started an
+    /// upstream fetch.
+    pub cache_misses: IntCounter,
+    /// `vodfarm_origin_coalesced_waiters_total`: requests that joined a
+    /// fetch another request had started and streamed from it.
+    pub coalesced: IntCounter,
+    /// `vodfarm_origin_stale_served_total`: expired objects served because
+    /// the upstream failed (stale-if-error).
+    pub stale_served: IntCounter,
+    /// `vodfarm_origin_passthrough_total`: objects over the size limit,
+    /// streamed through without caching.
+    pub passthrough: IntCounter,
+    /// `vodfarm_origin_bytes_out_total`: body bytes sent to clients.
+    pub bytes_out: IntCounter,
+    /// `vodfarm_origin_upstream_fetches_total{outcome}`: requests to the
+    /// upstream (object store or the next tier).
+    pub upstream_fetches: IntCounterVec,
+    /// `vodfarm_origin_upstream_first_byte_seconds`: time to the upstream's
+    /// answer (headers).
+    pub upstream_latency: Histogram,
+    /// `vodfarm_origin_cache_bytes`: weighed size of the object cache.
+    pub cache_bytes: IntGauge,
+    /// `vodfarm_origin_cache_objects`: objects in the cache.
+    pub cache_objects: IntGauge,
+    /// `vodfarm_origin_state_lookups_total`: video state read from the
+    /// database (state cache misses).
+    pub state_lookups: IntCounter,
+    /// `vodfarm_origin_invalidations_total`: video notifications received.
+    pub invalidations: IntCounter,
+    /// `vodfarm_origin_listening`: 1 while the LISTEN connection is up
+    /// (video state is cached only then).
+    pub listening: IntGauge,
+    /// `vodfarm_origin_listen_connects_total`: LISTEN connections made
+    /// (more than one means reconnects).
+    pub listen_connects: IntCounter,
+}
+
+impl OriginMetrics {
+    /// Registers every metric in a fresh registry.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str| -> Result<IntCounter, prometheus::Error> {
+            let c = IntCounter::new(name, help)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let gauge = |name: &str, help: &str| -> Result<IntGauge, prometheus::Error> {
+            let g = IntGauge::new(name, help)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "vodfarm_origin_requests_total",
+                "HTTP requests by route and status",
+            ),
+            &["route", "status"],
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        let upstream_fetches = IntCounterVec::new(
+            Opts::new(
+                "vodfarm_origin_upstream_fetches_total",
+                "Requests to the upstream (object store or next tier) by outcome",
+            ),
+            &["outcome"],
+        )?;
+        registry.register(Box::new(upstream_fetches.clone()))?;
+        let upstream_latency = Histogram::with_opts(
+            HistogramOpts::new(
+                "vodfarm_origin_upstream_first_byte_seconds",
+                "Time until the upstream answered",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+        )?;
+        registry.register(Box::new(upstream_latency.clone()))?;
+        Ok(OriginMetrics {
+            cache_hits: counter(
+                "vodfarm_origin_cache_hits_total",
+                "Requests answered from the cache",
+            )?,
+            cache_misses: counter(
+                "vodfarm_origin_cache_misses_total",
+                "Requests that started an upstream fetch",
+            )?,
+            coalesced: counter(
+                "vodfarm_origin_coalesced_waiters_total",
+                "Requests that streamed from a fetch another request started",
+            )?,
+            stale_served: counter(
+                "vodfarm_origin_stale_served_total",
+                "Expired objects served because the upstream failed",
+            )?,
+            passthrough: counter(
+                "vodfarm_origin_passthrough_total",
+                "Objects over the size limit streamed through uncached",
+            )?,
+            bytes_out: counter("vodfarm_origin_bytes_out_total", "Body bytes sent")?,
+            cache_bytes: gauge(
+                "vodfarm_origin_cache_bytes",
+                "Weighed size of the object cache",
+            )?,
+            cache_objects: gauge("vodfarm_origin_cache_objects", "Objects in the cache")?,
+            state_lookups: counter(
+                "vodfarm_origin_state_lookups_total",
+                "Video states read from the database",
+            )?,
+            invalidations: counter(
+                "vodfarm_origin_invalidations_total",
+                "Video change notifications received",
+            )?,
+            listening: gauge(
+                "vodfarm_origin_listening",
+                "1 while the LISTEN connection for video changes is up",
+            )?,
+            listen_connects: counter(
+                "vodfarm_origin_listen_connects_total",
+                "LISTEN connections made for video changes",
+            )?,
+            requests,
+            upstream_fetches,
+            upstream_latency,
+            registry,
+        })
+    }
+}
