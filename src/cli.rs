@@ -27,6 +27,10 @@ pub enum Command {
     Migrate(crate::migrate::MigrateArgs),
     /// Run the coordinator: the leased job queue and the worker API.
     Coordinator(vodfarm_coordinator::CoordinatorArgs),
+    /// Run the creator API: accounts, channels, videos and tus uploads.
+    Api(crate::api::ApiArgs),
+    /// Upload a video file (resumable; --wait follows it until playable).
+    Upload(crate::upload::UploadArgs),
 }
 
 /// Parses the command line and runs the chosen role to completion.
@@ -45,6 +49,12 @@ pub async fn main() -> anyhow::Result<()> {
         }
         Command::Coordinator(args) => {
             vodfarm_coordinator::run(args, crate::shutdown_signal()).await?;
+        }
+        Command::Api(args) => {
+            crate::api::run(args, crate::shutdown_signal()).await?;
+        }
+        Command::Upload(args) => {
+            crate::upload::run(args).await?;
         }
     }
     Ok(())

@@ -7,8 +7,11 @@
 
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod cli;
 pub mod migrate;
+pub mod openapi;
+pub mod upload;
 
 /// The schema migrations under `migrations/`, embedded at compile time.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
