@@ -3,7 +3,7 @@
 //! routes (initiate + tus), and adds health, metrics, OpenAPI and CORS.
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, HeaderName, Method};
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -14,7 +14,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-use tower_http::cors::{Any, CorsLayer};
 use vodfarm_catalog::{CatalogSettings, CatalogState};
 use vodfarm_coordinator::uploads::{self, UploadMetrics, UploadSettings, UploadState};
 use vodfarm_core::config::parse_duration;
@@ -161,53 +160,69 @@ pub fn router(
         .route("/metrics", get(metrics))
         .route("/v1/openapi.json", get(openapi))
         .with_state(shared.clone());
-    let h = |s: &'static str| HeaderName::from_static(s);
-    let cors = CorsLayer::new()
-        .allow_origin(Any)
-        .allow_methods([
-            Method::GET,
-            Method::POST,
-            Method::PATCH,
-            Method::HEAD,
-            Method::DELETE,
-            Method::OPTIONS,
-        ])
-        .allow_headers([
-            header::AUTHORIZATION,
-            header::CONTENT_TYPE,
-            h("upload-length"),
-            h("upload-offset"),
-            h("upload-metadata"),
-            h("upload-checksum"),
-            h("upload-defer-length"),
-            h("upload-concat"),
-            h("tus-resumable"),
-            h("x-http-method-override"),
-            h("x-requested-with"),
-        ])
-        .expose_headers([
-            header::LOCATION,
-            h("upload-offset"),
-            h("upload-length"),
-            h("upload-expires"),
-            h("upload-metadata"),
-            h("tus-resumable"),
-            h("tus-version"),
-            h("tus-extension"),
-            h("tus-max-size"),
-            h("tus-checksum-algorithm"),
-            h("vodfarm-video-id"),
-            h("vodfarm-video-status"),
-            h("vodfarm-upload-token"),
-        ])
-        .max_age(Duration::from_secs(86400));
     Ok(Router::new()
         .merge(vodfarm_catalog::router(catalog))
         .merge(uploads::router(uploads))
         .merge(ops)
         .fallback(not_found_fallback)
         .layer(middleware::from_fn_with_state(shared, count_requests))
-        .layer(cors))
+        .layer(middleware::from_fn(cors)))
+}
+
+/// Methods a browser may use on any route.
+const CORS_METHODS: &str = "GET, POST, PATCH, HEAD, DELETE, OPTIONS";
+/// Request headers a browser may send (tus-js-client's and ours).
+const CORS_ALLOW_HEADERS: &str = "Authorization, Content-Type, Upload-Length, Upload-Offset, \
+     Upload-Metadata, Upload-Checksum, Upload-Defer-Length, Upload-Concat, Tus-Resumable, \
+     X-HTTP-Method-Override, X-Requested-With";
+/// Response headers a browser script may read (tus needs every one).
+const CORS_EXPOSE_HEADERS: &str = "Location, Upload-Offset, Upload-Length, Upload-Expires, \
+     Upload-Metadata, Tus-Resumable, Tus-Version, Tus-Extension, Tus-Max-Size, \
+     Tus-Checksum-Algorithm, Vodfarm-Video-Id, Vodfarm-Video-Status, Vodfarm-Upload-Token";
+
+/// CORS for browsers (tus-js-client, Uppy): any origin, bearer tokens (no
+/// cookies). A preflight (OPTIONS with Origin and
+/// Access-Control-Request-Method) is answered here; a plain OPTIONS goes
+/// on to the route, where tus answers it with its capabilities.
+async fn cors(req: Request, next: Next) -> Response {
+    let origin = req.headers().contains_key(header::ORIGIN);
+    let preflight = origin
+        && req.method() == Method::OPTIONS
+        && req
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    let mut resp = if preflight {
+        let mut r = StatusCode::NO_CONTENT.into_response();
+        let h = r.headers_mut();
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static(CORS_METHODS),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static(CORS_ALLOW_HEADERS),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("86400"),
+        );
+        r
+    } else {
+        next.run(req).await
+    };
+    if origin {
+        let h = resp.headers_mut();
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static(CORS_EXPOSE_HEADERS),
+        );
+        h.append(header::VARY, HeaderValue::from_static("Origin"));
+    }
+    resp
 }
 
 async fn count_requests(State(s): State<Shared>, req: Request, next: Next) -> Response {

@@ -18,12 +18,14 @@ pub const SIGNING_SECRET: &str = "test-signing-secret";
 pub const ORIGIN: &str = "http://origin.test";
 
 /// A database, an S3 server and a `vodfarm api` on them.
+///
+/// Fields drop in order: the api stops before its database is dropped.
 pub struct ApiEnv {
-    pub db: TestDb,
-    pub s3: S3Server,
-    pub s3c: aws_sdk_s3::Client,
     pub api: ApiProcess,
     pub http: reqwest::Client,
+    pub s3c: aws_sdk_s3::Client,
+    pub s3: S3Server,
+    pub db: TestDb,
 }
 
 /// A `vodfarm api` process.
@@ -41,7 +43,11 @@ impl ApiEnv {
         let db = TestDb::new().await;
         let s3 = S3Server::start().await;
         let s3c = s3.client();
-        s3c.create_bucket().bucket(BUCKET).send().await.expect("create bucket");
+        s3c.create_bucket()
+            .bucket(BUCKET)
+            .send()
+            .await
+            .expect("create bucket");
         let mut args: Vec<String> = vec![
             "--database-url".into(),
             db.url.clone(),
@@ -108,8 +114,10 @@ impl ApiEnv {
             .http
             .post(self.url("/v1/videos"))
             .bearer_auth(token)
-            .json(&json!({"channel_id": channel, "title": "A video", "tags": ["a", "b"],
-                          "privacy": privacy, "filename": "clip.MP4", "size_bytes": size}))
+            .json(
+                &json!({"channel_id": channel, "title": "A video", "tags": ["a", "b"],
+                          "privacy": privacy, "filename": "clip.MP4", "size_bytes": size}),
+            )
             .send()
             .await
             .expect("initiate");
@@ -118,7 +126,13 @@ impl ApiEnv {
     }
 
     /// A tus PATCH of `data` at `offset`.
-    pub async fn patch(&self, url: &str, token: &str, offset: u64, data: Vec<u8>) -> reqwest::Response {
+    pub async fn patch(
+        &self,
+        url: &str,
+        token: &str,
+        offset: u64,
+        data: Vec<u8>,
+    ) -> reqwest::Response {
         self.http
             .patch(url)
             .bearer_auth(token)
@@ -217,7 +231,10 @@ pub fn header_u64(r: &reqwest::Response, name: &str) -> u64 {
 
 /// Lowercase hex SHA-256.
 pub fn sha256_hex(data: &[u8]) -> String {
-    Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Deterministic pseudo-random bytes (xorshift), so failures reproduce.
@@ -236,7 +253,11 @@ pub fn bytes(len: usize, seed: u64) -> Vec<u8> {
 
 impl ApiProcess {
     /// Spawns `vodfarm api` on `port` and waits for `/readyz`.
-    pub async fn start(port: u16, args: Vec<String>, env: Vec<(&'static str, String)>) -> ApiProcess {
+    pub async fn start(
+        port: u16,
+        args: Vec<String>,
+        env: Vec<(&'static str, String)>,
+    ) -> ApiProcess {
         let mut p = ApiProcess {
             child: Self::spawn(port, &args, &env),
             port,

@@ -379,8 +379,23 @@ async fn patch(
     write(&state, id, &headers, offset, body, checksum.as_ref(), true).await
 }
 
+/// What a locked write amounts to, before its transaction ends.
+enum Written {
+    /// Nothing changed (an empty PATCH at the end).
+    Nothing(Response),
+    /// Progress to commit.
+    Progress(Response),
+    /// The upload completed: commit, then clean up.
+    Completed {
+        response: Response,
+        session: Box<Session>,
+        processing: bool,
+    },
+}
+
 /// The PATCH path, shared by creation-with-upload: lock, check, receive,
-/// then commit progress or complete.
+/// then commit progress or complete. Any error rolls back at once, so the
+/// row lock is free for the client's retry.
 async fn write(
     state: &UploadState,
     id: Uuid,
@@ -391,7 +406,62 @@ async fn write(
     check_auth: bool,
 ) -> Result<Response, ApiError> {
     let mut tx = state.pool.begin().await.map_err(|e| db_error(&e))?;
-    let s = session::lock(&mut tx, id)
+    let written = write_locked(
+        state, &mut tx, id, headers, offset, body, checksum, check_auth,
+    )
+    .await;
+    match written {
+        Err(e) => {
+            let _ = tx.rollback().await;
+            Err(e)
+        }
+        Ok(Written::Nothing(resp)) => {
+            let _ = tx.rollback().await;
+            Ok(resp)
+        }
+        Ok(Written::Progress(resp)) => {
+            tx.commit().await.map_err(|e| db_error(&e))?;
+            Ok(resp)
+        }
+        Ok(Written::Completed {
+            response,
+            session: s,
+            processing,
+        }) => {
+            tx.commit().await.map_err(|e| db_error(&e))?;
+            state.metrics.uploads_completed.inc();
+            tracing::info!(video_id = %s.video_id, upload_id = %s.id, bytes = s.length, processing, "upload completed; processing started");
+            let (store, prefix, key) = (
+                state.store.clone(),
+                layout::upload_prefix(&s.id),
+                s.storage_key.clone(),
+            );
+            tokio::spawn(async move {
+                if let Err(e) = store.delete_prefix(prefix.as_str()).await {
+                    tracing::warn!(error = %e, "could not delete upload tails");
+                }
+                if !processing {
+                    // The video was deleted while its last bytes arrived.
+                    let _ = store.delete(&key).await;
+                }
+            });
+            Ok(response)
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn write_locked(
+    state: &UploadState,
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    id: Uuid,
+    headers: &HeaderMap,
+    offset: u64,
+    body: Body,
+    checksum: Option<&Checksum>,
+    check_auth: bool,
+) -> Result<Written, ApiError> {
+    let s = session::lock(tx, id)
         .await?
         .ok_or_else(|| ApiError::not_found("no such upload"))?;
     if check_auth {
@@ -419,7 +489,7 @@ async fn write(
         // Only an empty PATCH at the end can get here: nothing to do.
         let mut resp = StatusCode::NO_CONTENT.into_response();
         session_headers(resp.headers_mut(), &s, s.offset);
-        return Ok(resp);
+        return Ok(Written::Nothing(resp));
     }
     let span = tracing::info_span!("upload", video_id = %s.video_id, upload_id = %s.id);
     let mut received = writer::receive(state, &s, body, checksum)
@@ -428,23 +498,7 @@ async fn write(
     let mut resp = StatusCode::NO_CONTENT.into_response();
     if received.offset == s.length {
         writer::assemble(state, &s, &mut received).await?;
-        let processing = session::complete(&mut tx, state, &s, &received.parts).await?;
-        tx.commit().await.map_err(|e| db_error(&e))?;
-        state.metrics.uploads_completed.inc();
-        let (store, prefix, key) = (
-            state.store.clone(),
-            layout::upload_prefix(&s.id),
-            s.storage_key.clone(),
-        );
-        tokio::spawn(async move {
-            if let Err(e) = store.delete_prefix(prefix.as_str()).await {
-                tracing::warn!(error = %e, "could not delete upload tails");
-            }
-            if !processing {
-                // The video was deleted while its last bytes arrived.
-                let _ = store.delete(&key).await;
-            }
-        });
+        let processing = session::complete(tx, state, &s, &received.parts).await?;
         let h = resp.headers_mut();
         put(h, &UPLOAD_OFFSET, s.length);
         put(h, &UPLOAD_LENGTH, s.length);
@@ -454,18 +508,21 @@ async fn write(
             &VIDEO_STATUS,
             if processing { "processing" } else { "deleted" },
         );
-        tracing::info!(video_id = %s.video_id, upload_id = %s.id, bytes = s.length, processing, "upload completed; processing started");
+        Ok(Written::Completed {
+            response: resp,
+            session: Box::new(s),
+            processing,
+        })
     } else {
         writer::save_tail(state, &s, &received).await?;
         let expires =
-            session::save_progress(&mut tx, state, &s, received.offset, &received.parts).await?;
-        tx.commit().await.map_err(|e| db_error(&e))?;
+            session::save_progress(tx, state, &s, received.offset, &received.parts).await?;
         let h = resp.headers_mut();
         put(h, &UPLOAD_OFFSET, received.offset);
         put(h, &UPLOAD_EXPIRES, http_date(expires));
         tracing::debug!(video_id = %s.video_id, upload_id = %s.id, offset = received.offset, "upload progress");
+        Ok(Written::Progress(resp))
     }
-    Ok(resp)
 }
 
 async fn terminate(
@@ -476,19 +533,25 @@ async fn terminate(
     check_resumable(&headers)?;
     let id = parse_upload_id(&raw)?;
     let mut tx = state.pool.begin().await.map_err(|e| db_error(&e))?;
-    let s = session::lock(&mut tx, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("no such upload"))?;
-    authorize(&state, &headers, &s).await?;
-    match s.status.as_str() {
-        "terminated" => return Err(ApiError::not_found("this upload was terminated")),
-        "completed" => {
-            return Err(ApiError::conflict(
-                "upload_completed",
-                "this upload is complete; DELETE /v1/videos/{id} removes the video",
-            ))
+    let s = match session::lock(&mut tx, id).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return Err(ApiError::not_found("no such upload")),
+        Err(e) => return Err(e),
+    };
+    let refused = match authorize(&state, &headers, &s).await {
+        Err(e) => Some(e),
+        Ok(()) if s.status == "terminated" => {
+            Some(ApiError::not_found("this upload was terminated"))
         }
-        _ => {}
+        Ok(()) if s.status == "completed" => Some(ApiError::conflict(
+            "upload_completed",
+            "this upload is complete; DELETE /v1/videos/{id} removes the video",
+        )),
+        Ok(()) => None,
+    };
+    if let Some(e) = refused {
+        let _ = tx.rollback().await;
+        return Err(e);
     }
     let r: Result<(), sqlx::Error> = async {
         sqlx::query(
