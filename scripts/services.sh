@@ -52,6 +52,7 @@ fi
 # Python test clients of the creator API: tuspy (a stock tus client) and
 # schemathesis (fuzzes the api from its OpenAPI document).
 ensure python3 python3
+python3 -m pip --version >/dev/null 2>&1 || ensure_pkg python3-pip
 if ! python3 -c 'import tusclient' >/dev/null 2>&1; then
   echo "services: installing tuspy (pip)"
   python3 -m pip install -q tuspy || python3 -m pip install -q --break-system-packages tuspy
