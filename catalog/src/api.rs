@@ -210,7 +210,7 @@ async fn create_token(
         .username
         .or(req.email)
         .ok_or_else(|| unprocessable("username (or email) is required"))?;
-    if login.len() > 255 || req.password.len() > 1024 {
+    if login.len() > 255 || login.contains('\0') || req.password.len() > 1024 {
         return Err(ApiError::unauthorized("wrong username or password"));
     }
     let row = sqlx::query(

@@ -130,6 +130,11 @@ pub fn parse_metadata(raw: &str) -> Result<BTreeMap<String, String>, ApiError> {
         let value = String::from_utf8(bytes).map_err(|_| {
             ApiError::bad_request(format!("Upload-Metadata: value of {key} is not UTF-8"))
         })?;
+        if value.contains('\0') {
+            return Err(ApiError::bad_request(format!(
+                "Upload-Metadata: value of {key} contains NUL"
+            )));
+        }
         if out.insert(key.to_owned(), value).is_some() {
             return Err(ApiError::bad_request(format!(
                 "Upload-Metadata: key {key} repeated"
@@ -259,6 +264,7 @@ mod tests {
         assert!(parse_metadata("a !!!").is_err());
         assert!(parse_metadata("a YQ==,a YQ==").is_err());
         assert!(parse_metadata("").unwrap().is_empty());
+        assert!(parse_metadata("title AA==").is_err(), "NUL");
     }
 
     #[test]
