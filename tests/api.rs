@@ -626,7 +626,9 @@ async fn schemathesis_finds_no_server_errors() {
     let env = ApiEnv::start(&[]).await;
     let (_, token) = env.signup("fuzzer").await;
     env.channel(&token).await;
+    let scratch = tempfile::tempdir().expect("scratch dir");
     let out = tokio::process::Command::new("schemathesis")
+        .current_dir(scratch.path())
         .arg("run")
         .arg(env.url("/v1/openapi.json"))
         .args([
