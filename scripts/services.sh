@@ -56,6 +56,19 @@ if ! command -v s3s-fs >/dev/null 2>&1 && [ ! -x "$s3s_bin" ]; then
   cargo install --locked s3s-fs --version 0.14.1 --features binary
 fi
 
+# Python test clients of the creator API: tuspy (a stock tus client) and
+# schemathesis (fuzzes the api from its OpenAPI document).
+ensure python3 python3
+python3 -m pip --version >/dev/null 2>&1 || ensure_pkg python3-pip
+if ! python3 -c 'import tusclient' >/dev/null 2>&1; then
+  echo "services: installing tuspy (pip)"
+  python3 -m pip install -q tuspy || python3 -m pip install -q --break-system-packages tuspy
+fi
+if ! python3 -c 'import schemathesis' >/dev/null 2>&1 || ! command -v schemathesis >/dev/null 2>&1; then
+  echo "services: installing schemathesis (pip)"
+  python3 -m pip install -q schemathesis || python3 -m pip install -q --break-system-packages schemathesis
+fi
+
 if ! pg_isready -q -h 127.0.0.1 -p 5432; then
   echo "services: starting PostgreSQL"
   as_root pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -n1)" main start

@@ -34,6 +34,10 @@ pub enum Command {
     /// Run an origin/shield server: the CDN's upstream for playlists,
     /// segments, images and subtitles.
     Origin(vodfarm_origin::OriginArgs),
+    /// Run the creator API: accounts, channels, videos and tus uploads.
+    Api(crate::api::ApiArgs),
+    /// Upload a video file (resumable; --wait follows it until playable).
+    Upload(crate::upload::UploadArgs),
 }
 
 /// Parses the command line and runs the chosen role to completion.
@@ -56,6 +60,12 @@ pub async fn main() -> anyhow::Result<()> {
         Command::Dev(args) => crate::dev::run(args).await?,
         Command::Origin(args) => {
             vodfarm_origin::run(args, crate::shutdown_signal()).await?;
+        }
+        Command::Api(args) => {
+            crate::api::run(args, crate::shutdown_signal()).await?;
+        }
+        Command::Upload(args) => {
+            crate::upload::run(args).await?;
         }
     }
     Ok(())

@@ -7,9 +7,12 @@
 
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod cli;
 pub mod dev;
 pub mod migrate;
+pub mod openapi;
+pub mod upload;
 pub mod web;
 
 /// The schema migrations under `migrations/`, embedded at compile time.

@@ -1,9 +1,19 @@
 //! The catalog: users, API tokens, channels, videos and their metadata.
 //!
-//! Today it holds the video vocabulary the api and origin share; the
-//! creator API (accounts, channels, uploads) builds on it.
+//! - the video vocabulary the api and origin share ([`VideoStatus`],
+//!   [`Privacy`]);
+//! - [`api`]: the routes for accounts, tokens and channels, and
+//! - [`videos`]: a video's metadata, playback URLs, edits and deletion.
+//!
+//! Uploads (initiate + tus) live in the coordinator crate, which ends them
+//! by enqueuing jobs; `vodfarm api` serves both routers.
 
 #![warn(missing_docs)]
+
+pub mod api;
+pub mod videos;
+
+pub use api::{router, CatalogSettings, CatalogState};
 
 use std::str::FromStr;
 

@@ -6,6 +6,8 @@
 //! - [`dispatch`]: long-poll waiters woken by `LISTEN/NOTIFY`.
 //! - [`api`]: the HTTP routes.
 //! - [`pipeline`]: the jobs an upload becomes (the per-video DAG).
+//! - [`uploads`]: the creators' upload API (initiate, tus 1.0), which
+//!   ends by enqueuing those jobs.
 //! - [`run`]: the `vodfarm coordinator` role.
 
 #![warn(missing_docs)]
@@ -15,6 +17,7 @@ pub mod dispatch;
 pub mod metrics;
 pub mod pipeline;
 pub mod queue;
+pub mod uploads;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -7,6 +7,7 @@
 //! encoded/{id}/{rendition}/segment_{n}.ts
 //! thumbnails/{id}/thumb_{n}.jpg | default.jpg | sprite.jpg | storyboard.vtt
 //! subtitles/{id}/{lang}.vtt
+//! uploads/{session}/tail_{part}     (bytes of an unfinished tus part)
 //! ```
 //!
 //! Every constructor validates its inputs, so a key built here can never
@@ -181,6 +182,34 @@ pub fn subtitles(video_id: &str, lang: &str) -> Result<ObjectKey, LayoutError> {
     )))
 }
 
+/// The prefix of an upload session's scratch objects, `uploads/{session}/`.
+pub fn upload_prefix(session: &uuid::Uuid) -> ObjectKey {
+    ObjectKey(format!("uploads/{}/", session.simple()))
+}
+
+/// The buffered bytes of part `part_number` of an unfinished upload,
+/// `uploads/{session}/tail_{part_number}`. Bytes that do not yet fill a
+/// multipart part live here between PATCH requests; keyed by part number,
+/// so writing the next part's tail never touches the one the database
+/// still points to.
+pub fn upload_tail(session: &uuid::Uuid, part_number: i32) -> ObjectKey {
+    ObjectKey(format!("uploads/{}/tail_{part_number}", session.simple()))
+}
+
+/// The extension for an original named `filename`: its lowercased
+/// extension when it is 1..=8 ASCII letters or digits, else `bin`.
+pub fn original_extension(filename: &str) -> String {
+    let ext = filename
+        .rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default();
+    if !ext.is_empty() && ext.len() <= 8 && ext.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        ext
+    } else {
+        "bin".to_owned()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,6 +237,23 @@ mod tests {
             subtitles(id, "pt-BR").unwrap().as_str(),
             "subtitles/v_abcDEF123-_/pt-BR.vtt"
         );
+    }
+
+    #[test]
+    fn upload_keys() {
+        let s = uuid::Uuid::nil();
+        assert_eq!(
+            upload_tail(&s, 3).as_str(),
+            "uploads/00000000000000000000000000000000/tail_3"
+        );
+        assert!(upload_tail(&s, 3)
+            .as_str()
+            .starts_with(upload_prefix(&s).as_str()));
+        assert_eq!(original_extension("My Movie.MP4"), "mp4");
+        assert_eq!(original_extension("noext"), "bin");
+        assert_eq!(original_extension("a.tar/../x"), "bin");
+        assert_eq!(original_extension("clip.verylongext"), "bin");
+        assert!(original("v_a", &original_extension("x.MoV")).is_ok());
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Shared vocabulary of vodfarm: what every role agrees on.
 //!
+//! - [`auth`]: bearer user-token authentication (tokens stored hashed).
 //! - [`ids`]: public identifiers (video, channel, user ids) and secrets.
 //! - [`jobs`]: job types and states, and the worker ⇄ coordinator wire
 //!   protocol (lease, heartbeat, complete, fail).
@@ -14,6 +15,7 @@
 
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod config;
 pub mod http;
 pub mod ids;

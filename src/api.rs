@@ -1,0 +1,369 @@
+//! `vodfarm api`: the creator API. Composes the catalog's routes
+//! (accounts, channels, video metadata) with the coordinator's upload
+//! routes (initiate + tus), and adds health, metrics, OpenAPI and CORS.
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use prometheus::{IntCounterVec, Opts, Registry};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use vodfarm_catalog::{CatalogSettings, CatalogState};
+use vodfarm_coordinator::uploads::{self, UploadMetrics, UploadSettings, UploadState};
+use vodfarm_core::config::parse_duration;
+use vodfarm_core::http::{not_found_fallback, ApiError};
+use vodfarm_core::store::SharedStore;
+use vodfarm_core::telemetry::{render_metrics, METRICS_CONTENT_TYPE};
+
+/// Parses a byte size: `1048576`, `512MiB`, `128GiB`, `1TiB` (also `MB`,
+/// `GB`, `TB` and `K`/`M`/`G`/`T`, all powers of 1024).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid size {s:?} (try 512MiB or 128GiB)"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        other => return Err(format!("unknown size unit {other:?}")),
+    };
+    n.checked_mul(1u64 << shift)
+        .filter(|v| *v <= i64::MAX as u64)
+        .ok_or_else(|| format!("size {s:?} is too large"))
+}
+
+/// Flags and environment of `vodfarm api`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ApiArgs {
+    /// Address to serve the creator API on.
+    #[arg(long, env = "VODFARM_API_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// PostgreSQL URL (the schema must be applied: `vodfarm migrate`).
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/vodfarm"
+    )]
+    pub database_url: String,
+    /// Object store for originals: s3://BUCKET[/PREFIX] (endpoint, region
+    /// and keys from AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID,
+    /// AWS_SECRET_ACCESS_KEY) or file:///absolute/dir.
+    #[arg(long, env = "VODFARM_STORE")]
+    pub store: String,
+    /// The api's public base URL, used in upload_url and tus Location
+    /// (default: http://{Host header}).
+    #[arg(long, env = "VODFARM_PUBLIC_API_URL")]
+    pub public_url: Option<String>,
+    /// Base URL of the origin/CDN that playback URLs point at.
+    #[arg(
+        long,
+        env = "VODFARM_PUBLIC_ORIGIN_URL",
+        default_value = "http://127.0.0.1:8081"
+    )]
+    pub public_origin_url: String,
+    /// Secret shared with the origin to sign private videos' playback
+    /// URLs (?token=).
+    #[arg(long, env = "VODFARM_SIGNING_SECRET", hide_env_values = true)]
+    pub signing_secret: String,
+    /// How long a private video's playback URLs stay valid.
+    #[arg(long, env = "VODFARM_PLAYBACK_TOKEN_TTL", default_value = "6h", value_parser = parse_duration)]
+    pub playback_token_ttl: Duration,
+    /// Largest upload accepted (Tus-Max-Size), e.g. 128GiB.
+    #[arg(long, env = "VODFARM_MAX_UPLOAD_SIZE", default_value = "128GiB", value_parser = parse_size)]
+    pub max_upload_size: u64,
+    /// An unfinished upload expires this long after its last stored bytes
+    /// (Upload-Expires); its video becomes failed.
+    #[arg(long, env = "VODFARM_UPLOAD_TTL", default_value = "24h", value_parser = parse_duration)]
+    pub upload_ttl: Duration,
+    /// A PATCH whose body sends nothing for this long is abandoned (and
+    /// commits nothing).
+    #[arg(long, env = "VODFARM_UPLOAD_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub upload_idle_timeout: Duration,
+    /// Multipart parts of one PATCH sent to the object store at once
+    /// (memory per PATCH is about this many parts).
+    #[arg(long, env = "VODFARM_UPLOAD_PARALLEL_PARTS", default_value_t = 4)]
+    pub upload_parallel_parts: usize,
+    /// How often expired uploads are cleaned up and unfinished purges of
+    /// deleted videos retried.
+    #[arg(long, env = "VODFARM_SWEEP_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    pub sweep_interval: Duration,
+    /// Size of the database connection pool. Every PATCH in flight holds
+    /// one connection (its upload's row lock) for its whole body.
+    #[arg(long, env = "VODFARM_DB_MAX_CONNECTIONS", default_value_t = 32)]
+    pub db_max_connections: u32,
+}
+
+/// Why the api could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiRunError {
+    /// The database could not be reached.
+    #[error("cannot connect to the database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The object store could not be opened.
+    #[error("object store: {0}")]
+    Store(#[from] vodfarm_core::store::StoreError),
+    /// The listen address could not be bound, or serving failed.
+    #[error("cannot serve on {addr}: {source}")]
+    Serve {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Metrics could not be registered.
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+#[derive(Clone)]
+struct Shared {
+    pool: sqlx::PgPool,
+    store: SharedStore,
+    registry: Registry,
+    http_requests: IntCounterVec,
+}
+
+/// Builds the api's router (also used by tests in-process).
+pub fn router(
+    catalog: CatalogState,
+    uploads: UploadState,
+    registry: Registry,
+) -> Result<Router, prometheus::Error> {
+    let http_requests = IntCounterVec::new(
+        Opts::new(
+            "vodfarm_http_requests_total",
+            "HTTP requests by route and status",
+        ),
+        &["route", "status"],
+    )?;
+    registry.register(Box::new(http_requests.clone()))?;
+    let shared = Shared {
+        pool: catalog.pool.clone(),
+        store: catalog.store.clone(),
+        registry,
+        http_requests,
+    };
+    let ops = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/v1/openapi.json", get(openapi))
+        .with_state(shared.clone());
+    Ok(Router::new()
+        .merge(vodfarm_catalog::router(catalog))
+        .merge(uploads::router(uploads))
+        .merge(ops)
+        .fallback(not_found_fallback)
+        .layer(middleware::from_fn_with_state(shared, count_requests))
+        .layer(middleware::from_fn(cors)))
+}
+
+/// Methods a browser may use on any route.
+const CORS_METHODS: &str = "GET, POST, PATCH, HEAD, DELETE, OPTIONS";
+/// Request headers a browser may send (tus-js-client's and ours).
+const CORS_ALLOW_HEADERS: &str = "Authorization, Content-Type, Upload-Length, Upload-Offset, \
+     Upload-Metadata, Upload-Checksum, Upload-Defer-Length, Upload-Concat, Tus-Resumable, \
+     X-HTTP-Method-Override, X-Requested-With";
+/// Response headers a browser script may read (tus needs every one).
+const CORS_EXPOSE_HEADERS: &str = "Location, Upload-Offset, Upload-Length, Upload-Expires, \
+     Upload-Metadata, Tus-Resumable, Tus-Version, Tus-Extension, Tus-Max-Size, \
+     Tus-Checksum-Algorithm, Vodfarm-Video-Id, Vodfarm-Video-Status, Vodfarm-Upload-Token";
+
+/// CORS for browsers (tus-js-client, Uppy): any origin, bearer tokens (no
+/// cookies). A preflight (OPTIONS with Origin and
+/// Access-Control-Request-Method) is answered here; a plain OPTIONS goes
+/// on to the route, where tus answers it with its capabilities.
+async fn cors(req: Request, next: Next) -> Response {
+    let origin = req.headers().contains_key(header::ORIGIN);
+    let preflight = origin
+        && req.method() == Method::OPTIONS
+        && req
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    let mut resp = if preflight {
+        let mut r = StatusCode::NO_CONTENT.into_response();
+        let h = r.headers_mut();
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static(CORS_METHODS),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static(CORS_ALLOW_HEADERS),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("86400"),
+        );
+        r
+    } else {
+        next.run(req).await
+    };
+    if origin {
+        let h = resp.headers_mut();
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static(CORS_EXPOSE_HEADERS),
+        );
+        h.append(header::VARY, HeaderValue::from_static("Origin"));
+    }
+    resp
+}
+
+async fn count_requests(State(s): State<Shared>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let resp = next.run(req).await;
+    s.http_requests
+        .with_label_values(&[route.as_str(), resp.status().as_str()])
+        .inc();
+    resp
+}
+
+async fn readyz(State(s): State<Shared>) -> Result<&'static str, ApiError> {
+    sqlx::query("SELECT 1 FROM upload_sessions LIMIT 1")
+        .execute(&s.pool)
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "not ready: database");
+            ApiError::unavailable("database or schema not available")
+        })?;
+    match s.store.head("readyz-probe").await {
+        Ok(_) | Err(vodfarm_core::store::StoreError::NotFound(_)) => Ok("ready"),
+        Err(e) => {
+            tracing::warn!(error = %e, "not ready: object store");
+            Err(ApiError::unavailable("object store not available"))
+        }
+    }
+}
+
+async fn metrics(State(s): State<Shared>) -> Response {
+    (
+        [(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],
+        render_metrics(&s.registry),
+    )
+        .into_response()
+}
+
+async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        crate::openapi::DOCUMENT,
+    )
+        .into_response()
+}
+
+/// Runs the api until `shutdown` completes, then stops cleanly (requests
+/// in flight finish).
+pub async fn run(
+    args: ApiArgs,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ApiRunError> {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(args.db_max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect(&args.database_url)
+        .await?;
+    let store = vodfarm_core::store::open(&args.store).await?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|source| ApiRunError::Serve {
+            addr: args.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().unwrap_or(args.listen);
+    tracing::info!(%addr, store = %args.store, "api listening");
+    let registry = Registry::new();
+    let upload_state = UploadState {
+        pool: pool.clone(),
+        store: store.clone(),
+        settings: Arc::new(UploadSettings {
+            max_size: args.max_upload_size,
+            ttl: args.upload_ttl,
+            public_url: args.public_url.clone(),
+            idle_timeout: args.upload_idle_timeout,
+            parallel_parts: args.upload_parallel_parts.max(1),
+            ..UploadSettings::default()
+        }),
+        metrics: UploadMetrics::new(&registry)?,
+    };
+    let catalog_state = CatalogState {
+        pool: pool.clone(),
+        store: store.clone(),
+        settings: Arc::new(CatalogSettings {
+            public_origin_url: args.public_origin_url.clone(),
+            signing_secret: args.signing_secret.as_bytes().into(),
+            playback_token_ttl: args.playback_token_ttl,
+        }),
+    };
+    let app = router(catalog_state.clone(), upload_state.clone(), registry)?;
+    let stop = CancellationToken::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(uploads::expire_uploads(
+        upload_state,
+        args.sweep_interval,
+        stop.clone().cancelled_owned(),
+    ));
+    let (sweep_stop, every) = (stop.clone(), args.sweep_interval);
+    tasks.spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = sweep_stop.cancelled() => return,
+            }
+            match vodfarm_catalog::videos::sweep_deleted(&catalog_state).await {
+                Ok(n) if n > 0 => tracing::info!(purged = n, "deleted videos' objects removed"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "purge sweep failed"),
+            }
+        }
+    });
+    let stop_serving = stop.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        tracing::info!("shutting down: finishing requests");
+        stop_serving.cancel();
+    });
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(stop.clone().cancelled_owned())
+        .await;
+    stop.cancel();
+    while tasks.join_next().await.is_some() {}
+    pool.close().await;
+    served.map_err(|source| ApiRunError::Serve { addr, source })?;
+    tracing::info!("api stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1024").unwrap(), 1024);
+        assert_eq!(parse_size("5MiB").unwrap(), 5 << 20);
+        assert_eq!(parse_size("128GiB").unwrap(), 128 << 30);
+        assert_eq!(parse_size("2g").unwrap(), 2 << 30);
+        assert!(parse_size("5 parsecs").is_err());
+        assert!(parse_size("99999999999TiB").is_err());
+    }
+}
