@@ -164,6 +164,7 @@ pub fn router(
         .merge(vodfarm_catalog::router(catalog))
         .merge(uploads::router(uploads))
         .merge(ops)
+        .merge(crate::web::router())
         .fallback(not_found_fallback)
         .layer(middleware::from_fn_with_state(shared, count_requests))
         .layer(middleware::from_fn(cors)))
@@ -276,6 +277,16 @@ pub async fn run(
     args: ApiArgs,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ApiRunError> {
+    run_with(args, Router::new(), shutdown).await
+}
+
+/// [`run`], serving `extra` routes beside the api's (`vodfarm dev` adds
+/// its demo session and queue view this way).
+pub async fn run_with(
+    args: ApiArgs,
+    extra: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ApiRunError> {
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(args.db_max_connections)
         .acquire_timeout(Duration::from_secs(10))
@@ -313,7 +324,7 @@ pub async fn run(
             playback_token_ttl: args.playback_token_ttl,
         }),
     };
-    let app = router(catalog_state.clone(), upload_state.clone(), registry)?;
+    let app = router(catalog_state.clone(), upload_state.clone(), registry)?.merge(extra);
     let stop = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(uploads::expire_uploads(

@@ -216,8 +216,8 @@ async fn patch(
     Err((retry, error_text(resp).await))
 }
 
-/// Runs `vodfarm upload`.
-pub async fn run(args: UploadArgs) -> anyhow::Result<()> {
+/// Runs `vodfarm upload`; returns the video's id.
+pub async fn run(args: UploadArgs) -> anyhow::Result<String> {
     let path = std::fs::canonicalize(&args.file)
         .with_context(|| format!("cannot read {}", args.file.display()))?;
     let meta = std::fs::metadata(&path)?;
@@ -298,7 +298,7 @@ pub async fn run(args: UploadArgs) -> anyhow::Result<()> {
         let url = wait_ready(&http, &args, &up.video_id).await?;
         println!("{url}");
     }
-    Ok(())
+    Ok(up.video_id)
 }
 
 async fn wait_ready(

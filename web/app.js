@@ -166,7 +166,8 @@ async function play(videoId) {
     $("level-info").textContent = l ? "playing " + l.height + "p" : "";
   });
   state.storyboard = [];
-  const sb = playback.storyboard_url;
+  const sbThumb = (v.thumbnails || []).find((t) => t.kind === "storyboard");
+  const sb = sbThumb ? sbThumb.url : null;
   if (sb) {
     try {
       const text = await (await fetch(sb)).text();

@@ -132,6 +132,8 @@ pub struct VideoSummary {
     pub status: String,
     /// Privacy.
     pub privacy: String,
+    /// Percent of processing done.
+    pub processing_progress: i32,
     /// Seconds.
     pub duration_seconds: i32,
     /// Views.
@@ -547,8 +549,8 @@ pub async fn list(
     limit: i64,
 ) -> Result<(Vec<VideoSummary>, bool), ApiError> {
     let rows = sqlx::query(
-        "SELECT video_id, title, status, privacy, duration_seconds, view_count, uploaded_at,
-                published_at
+        "SELECT video_id, title, status, privacy, processing_progress, duration_seconds,
+                view_count, uploaded_at, published_at
          FROM videos
          WHERE channel_id = $1 AND ($2::bigint IS NULL OR id < $2)
            AND status <> 'deleted'
@@ -575,6 +577,9 @@ pub async fn list(
                 privacy: r
                     .try_get::<Option<String>, _>("privacy")?
                     .unwrap_or_default(),
+                processing_progress: r
+                    .try_get::<Option<i32>, _>("processing_progress")?
+                    .unwrap_or(0),
                 duration_seconds: r.try_get("duration_seconds")?,
                 view_count: r.try_get::<Option<i64>, _>("view_count")?.unwrap_or(0),
                 uploaded_at: r.try_get("uploaded_at")?,
