@@ -27,6 +27,9 @@ pub enum Command {
     Migrate(crate::migrate::MigrateArgs),
     /// Run the coordinator: the leased job queue and the worker API.
     Coordinator(vodfarm_coordinator::CoordinatorArgs),
+    /// Run a worker: lease transcode, thumbnail and manifest jobs from the
+    /// coordinator and turn uploads into HLS renditions and thumbnails.
+    Worker(vodfarm_gpu_worker::worker::WorkerArgs),
 }
 
 /// Parses the command line and runs the chosen role to completion.
@@ -45,6 +48,9 @@ pub async fn main() -> anyhow::Result<()> {
         }
         Command::Coordinator(args) => {
             vodfarm_coordinator::run(args, crate::shutdown_signal()).await?;
+        }
+        Command::Worker(args) => {
+            vodfarm_gpu_worker::worker::run(args, crate::shutdown_signal()).await?;
         }
     }
     Ok(())
