@@ -246,9 +246,9 @@ pub fn psnr(encoded: &Path, source: &Path, w: u32, h: u32, fps: f64) -> f64 {
     let text = String::from_utf8_lossy(&out.stderr);
     let avg = text
         .lines()
+        .rev()
         .filter_map(|l| l.split("average:").nth(1))
         .filter_map(|v| v.split_whitespace().next())
-        .filter_map(|v| v.parse::<f64>().ok())
-        .last();
+        .find_map(|v| v.parse::<f64>().ok());
     avg.unwrap_or_else(|| panic!("no PSNR in ffmpeg output: {text}"))
 }
