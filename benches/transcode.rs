@@ -51,16 +51,34 @@ fn psnr(encoded: &Path, source: &Path, w: u32, h: u32) -> Result<f64> {
 }
 
 fn main() -> Result<()> {
-    let seconds: u32 = std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
+    let seconds: u32 = std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
     let preset = std::env::var("BENCH_PRESET").unwrap_or_else(|_| "veryfast".into());
     let dir = tempfile::tempdir()?;
     let source = dir.path().join("source.mp4");
     println!("making a {seconds} s 1080p30 source with motion and noise …");
-    run(Command::new("ffmpeg").args(["-hide_banner", "-y", "-f", "lavfi", "-i"])
-        .arg(format!("testsrc2=size=1920x1080:rate=30:duration={seconds},noise=alls=10:allf=t+u"))
+    run(Command::new("ffmpeg")
+        .args(["-hide_banner", "-y", "-f", "lavfi", "-i"])
+        .arg(format!(
+            "testsrc2=size=1920x1080:rate=30:duration={seconds},noise=alls=10:allf=t+u"
+        ))
         .args(["-f", "lavfi", "-i"])
         .arg(format!("sine=frequency=440:duration={seconds}"))
-        .args(["-c:v", "libx264", "-preset", "ultrafast", "-crf", "14", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest"])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-crf",
+            "14",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            "-shortest",
+        ])
         .arg(&source))?;
     let ladder = RenditionLadder::default();
     let frames = f64::from(seconds * 30);
@@ -89,7 +107,10 @@ fn main() -> Result<()> {
     })?;
     let ours_secs = started.elapsed().as_secs_f64();
     for r in &output.renditions {
-        std::fs::write(finished.join(&r.name).join("playlist.m3u8"), r.media_playlist())?;
+        std::fs::write(
+            finished.join(&r.name).join("playlist.m3u8"),
+            r.media_playlist(),
+        )?;
     }
     let ours_fps = frames / ours_secs;
     println!("ours: {ours_secs:.1} s, {ours_fps:.1} source fps");
@@ -107,24 +128,68 @@ fn main() -> Result<()> {
     for (i, r) in ladder.rungs.iter().enumerate() {
         let (w, h) = rung_size(1920, 1080, r.height);
         filter.push_str(&format!(";[s{i}]scale={w}:{h}:flags=bicubic[v{i}]"));
-        let s = VideoEncoderSettings { width: w, height: h, fps: ffmpeg_next::Rational::new(30, 1), bitrate: r.video_bitrate, gop: 30 * SEGMENT, preset: preset.clone() };
+        let s = VideoEncoderSettings {
+            width: w,
+            height: h,
+            fps: ffmpeg_next::Rational::new(30, 1),
+            bitrate: r.video_bitrate,
+            gop: 30 * SEGMENT,
+            preset: preset.clone(),
+        };
         maps.extend([
-            "-map".to_string(), format!("[v{i}]"), "-map".into(), "0:a".into(),
-            format!("-b:v:{i}"), s.bitrate.to_string(),
-            format!("-maxrate:v:{i}"), s.max_bitrate().to_string(),
-            format!("-bufsize:v:{i}"), s.buffer_size().to_string(),
+            "-map".to_string(),
+            format!("[v{i}]"),
+            "-map".into(),
+            "0:a".into(),
+            format!("-b:v:{i}"),
+            s.bitrate.to_string(),
+            format!("-maxrate:v:{i}"),
+            s.max_bitrate().to_string(),
+            format!("-bufsize:v:{i}"),
+            s.buffer_size().to_string(),
         ]);
     }
     cmd.args(["-filter_complex", &filter]).args(&maps);
-    cmd.args(["-c:v", "libx264", "-preset", &preset, "-profile:v", "high", "-pix_fmt", "yuv420p"])
-        .args(["-g", &(30 * SEGMENT).to_string(), "-flags", "+cgop", "-forced-idr", "1"])
-        .args(["-force_key_frames", &format!("expr:gte(t,n_forced*{SEGMENT})")])
-        .args(["-c:a", "aac", "-b:a", "128k", "-ar", "48000", "-ac", "2"])
-        .args(["-f", "hls", "-hls_time", &SEGMENT.to_string(), "-hls_playlist_type", "vod"])
-        .args(["-var_stream_map", "v:0,a:0 v:1,a:1 v:2,a:2", "-master_pl_name", "master.m3u8"])
-        .arg("-hls_segment_filename")
-        .arg(peer_dir.join("%v/segment_%d.ts"))
-        .arg(peer_dir.join("%v/playlist.m3u8"));
+    cmd.args([
+        "-c:v",
+        "libx264",
+        "-preset",
+        &preset,
+        "-profile:v",
+        "high",
+        "-pix_fmt",
+        "yuv420p",
+    ])
+    .args([
+        "-g",
+        &(30 * SEGMENT).to_string(),
+        "-flags",
+        "+cgop",
+        "-forced-idr",
+        "1",
+    ])
+    .args([
+        "-force_key_frames",
+        &format!("expr:gte(t,n_forced*{SEGMENT})"),
+    ])
+    .args(["-c:a", "aac", "-b:a", "128k", "-ar", "48000", "-ac", "2"])
+    .args([
+        "-f",
+        "hls",
+        "-hls_time",
+        &SEGMENT.to_string(),
+        "-hls_playlist_type",
+        "vod",
+    ])
+    .args([
+        "-var_stream_map",
+        "v:0,a:0 v:1,a:1 v:2,a:2",
+        "-master_pl_name",
+        "master.m3u8",
+    ])
+    .arg("-hls_segment_filename")
+    .arg(peer_dir.join("%v/segment_%d.ts"))
+    .arg(peer_dir.join("%v/playlist.m3u8"));
     let started = Instant::now();
     run(&mut cmd)?;
     let peer_secs = started.elapsed().as_secs_f64();

@@ -464,3 +464,151 @@ async fn sources_of_every_shape_become_hls_ladders_and_bad_uploads_fail_clearly(
         "exit 0 on SIGTERM"
     );
 }
+
+/// Waits until the video's `job_type` job is processing.
+async fn wait_processing(db: &TestDb, video: i64, job_type: &str) {
+    let end = Instant::now() + Duration::from_secs(120);
+    loop {
+        let status: String = sqlx::query_scalar(
+            "SELECT status FROM processing_jobs WHERE video_id = $1 AND job_type = $2",
+        )
+        .bind(video)
+        .bind(job_type)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        if status == "processing" {
+            return;
+        }
+        assert!(Instant::now() < end, "{job_type} never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_hands_the_running_job_back_and_another_worker_finishes_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (store_root, store_url) = store_dir(tmp.path());
+    let store = vodfarm_core::store::open(&store_url).await.unwrap();
+    let source = lavfi("drain", 1920, 1080, 30, 2.0, true);
+    let path = source.make(tmp.path());
+    let db = TestDb::new().await;
+    let coordinator =
+        CoordinatorProcess::start(&db, &["--retry-base", "100ms", "--retry-max", "200ms"]).await;
+    let (video, public) = submit(&db, &store, &path, 1).await;
+    let scratch = tmp.path().join("scratch");
+    let flags = ["--job-types", "transcode", "--drain-timeout", "0s"];
+    let mut first = WorkerProcess::start(&coordinator.base, &store_url, &scratch, &[], &flags);
+    wait_processing(&db, video, "transcode").await;
+    let status = first
+        .terminate(Duration::from_secs(60))
+        .expect("worker exits after SIGTERM");
+    assert!(status.success(), "exit 0: {status:?}");
+    let (job_status, attempts, error): (String, i32, Option<String>) = sqlx::query_as(
+        "SELECT status, attempts, error_message FROM processing_jobs WHERE video_id = $1 AND job_type = 'transcode'",
+    )
+    .bind(video)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (job_status.as_str(), attempts),
+        ("pending", 1),
+        "handed back for a retry"
+    );
+    assert!(error.unwrap_or_default().contains("shut down"));
+    assert!(
+        std::fs::read_dir(&scratch).unwrap().next().is_none(),
+        "scratch cleaned"
+    );
+
+    let _second = WorkerProcess::start(
+        &coordinator.base,
+        &store_url,
+        &scratch,
+        &[],
+        &["--x264-preset", "ultrafast"],
+    );
+    let settled = wait_settled(&db, &[video], Duration::from_secs(300)).await;
+    assert_eq!(settled[&video].0, "ready", "{:?}", settled[&video]);
+    let master =
+        std::fs::read_to_string(store_root.join("encoded").join(&public).join("master.m3u8"))
+            .unwrap();
+    assert_eq!(master.matches("#EXT-X-STREAM-INF").count(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_an_s3_server() {
+    let s3 = vodfarm_core::testing::S3Server::start().await;
+    let client = s3.client();
+    client.create_bucket().bucket("media").send().await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let source = lavfi("s3", 640, 360, 30, 1.0, true);
+    let path = source.make(tmp.path());
+    let db = TestDb::new().await;
+    let coordinator = CoordinatorProcess::start(&db, &[]).await;
+    let (video, public) = insert_video(&db.pool).await;
+    let original = layout::original(&public, "mp4").unwrap();
+    client
+        .put_object()
+        .bucket("media")
+        .key(original.as_str())
+        .body(std::fs::read(&path).unwrap().into())
+        .send()
+        .await
+        .unwrap();
+    let jobs = upload_jobs(&public, &original, &RenditionLadder::default(), 1, 0).unwrap();
+    enqueue(&db.pool, video, &jobs).await;
+    let _worker = WorkerProcess::start(
+        &coordinator.base,
+        "s3://media",
+        &tmp.path().join("scratch"),
+        &s3.env(),
+        &["--x264-preset", "ultrafast"],
+    );
+    let settled = wait_settled(&db, &[video], Duration::from_secs(300)).await;
+    assert_eq!(settled[&video].0, "ready", "{:?}", settled[&video]);
+    let get = |key: String| {
+        let client = client.clone();
+        async move {
+            let o = client
+                .get_object()
+                .bucket("media")
+                .key(key)
+                .send()
+                .await
+                .unwrap();
+            o.body.collect().await.unwrap().into_bytes()
+        }
+    };
+    let master = String::from_utf8(
+        get(layout::master_playlist(&public).unwrap().to_string())
+            .await
+            .to_vec(),
+    )
+    .unwrap();
+    assert!(master.contains("RESOLUTION=426x240"), "{master}");
+    let playlist = String::from_utf8(
+        get(layout::rendition_playlist(&public, "240p")
+            .unwrap()
+            .to_string())
+        .await
+        .to_vec(),
+    )
+    .unwrap();
+    let (_, _, uris) = check_media_playlist(&playlist);
+    let seg = tmp.path().join("seg.ts");
+    std::fs::write(
+        &seg,
+        get(layout::segment(&public, "240p", 0).unwrap().to_string()).await,
+    )
+    .unwrap();
+    assert_eq!(uris[0], "segment_0.ts");
+    let p = ffprobe(&seg, &["-show_streams", "-select_streams", "v:0"]);
+    assert_eq!(p["streams"][0]["width"], 426);
+    let sprite = get(layout::thumb_file(&public, layout::ThumbFile::Sprite)
+        .unwrap()
+        .to_string())
+    .await;
+    assert!(sprite.starts_with(&[0xff, 0xd8]), "sprite is a JPEG");
+}
