@@ -38,6 +38,9 @@ pub enum Command {
     Api(crate::api::ApiArgs),
     /// Upload a video file (resumable; --wait follows it until playable).
     Upload(crate::upload::UploadArgs),
+    /// Run a worker: lease transcode, thumbnail and manifest jobs from the
+    /// coordinator and turn uploads into HLS renditions and thumbnails.
+    Worker(vodfarm_gpu_worker::worker::WorkerArgs),
 }
 
 /// Parses the command line and runs the chosen role to completion.
@@ -66,6 +69,9 @@ pub async fn main() -> anyhow::Result<()> {
         }
         Command::Upload(args) => {
             crate::upload::run(args).await?;
+        }
+        Command::Worker(args) => {
+            vodfarm_gpu_worker::worker::run(args, crate::shutdown_signal()).await?;
         }
     }
     Ok(())

@@ -107,6 +107,16 @@ pub fn master_playlist(video_id: &str) -> Result<ObjectKey, LayoutError> {
     )))
 }
 
+/// `encoded/{id}/renditions.json`: the transcode job's internal record of
+/// its renditions (size, bandwidth, codecs, segments), which the manifest
+/// job turns into `master.m3u8`. Not served by the origin.
+pub fn renditions_sidecar(video_id: &str) -> Result<ObjectKey, LayoutError> {
+    Ok(ObjectKey(format!(
+        "encoded/{}/renditions.json",
+        video(video_id)?
+    )))
+}
+
 /// `encoded/{id}/{rendition}/`.
 pub fn rendition_prefix(video_id: &str, rung: &str) -> Result<ObjectKey, LayoutError> {
     Ok(ObjectKey(format!(

@@ -47,6 +47,9 @@ pub struct DevArgs {
     /// Port of the shield origin in front of the origin (what players use).
     #[arg(long, default_value_t = 8084)]
     pub shield_port: u16,
+    /// Port of the worker's /metrics and /healthz.
+    #[arg(long, default_value_t = 8083)]
+    pub worker_port: u16,
     /// Upload this video as the demo instead of the generated 30-second
     /// test pattern.
     #[arg(long)]
@@ -464,6 +467,14 @@ async fn run_roles(
             .concat(),
         )
     };
+    let worker: vodfarm_gpu_worker::worker::WorkerArgs = role_args(&flags(&[
+        ("coordinator", &coordinator_url),
+        ("worker-token", &secrets.worker_token),
+        ("store", &b.store_url),
+        ("listen", &local(args.worker_port)),
+        ("scratch-dir", &dir.join("scratch").display().to_string()),
+        ("worker-id", "dev-worker"),
+    ]))?;
     let origin = origin_flags(args.origin_port, "store")?;
     let shield = origin_flags(args.shield_port, &origin_url)?;
 
@@ -473,6 +484,12 @@ async fn run_roles(
         vodfarm_coordinator::run(coordinator, s.cancelled_owned())
             .await
             .context("coordinator")
+    });
+    let s = stop.clone();
+    roles.spawn(async move {
+        vodfarm_gpu_worker::worker::run(worker, s.cancelled_owned())
+            .await
+            .context("worker")
     });
     let s = stop.clone();
     roles.spawn(async move {
@@ -501,7 +518,13 @@ async fn run_roles(
     });
 
     let startup = async {
-        for u in [&api_url, &coordinator_url, &origin_url, &shield_url] {
+        for u in [
+            &api_url,
+            &coordinator_url,
+            &origin_url,
+            &shield_url,
+            &url(args.worker_port),
+        ] {
             wait_ready(&format!("{u}/healthz")).await?;
         }
         let mut env = vec![

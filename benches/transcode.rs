@@ -1,0 +1,215 @@
+//! `cargo bench --bench transcode`: our full ladder against one ffmpeg
+//! CLI command doing the same ladder, same source, same machine, same run.
+//!
+//! Source: BENCH_SECONDS (default 60) of 1080p30 `testsrc2` with temporal
+//! noise (real-looking motion: nothing repeats, every block changes) and
+//! a tone. Both sides: 240p/720p/1080p at the default ladder's bitrates,
+//! libx264 `veryfast` (BENCH_PRESET), High profile, VBV max 1.5x / buffer
+//! 2x, closed GOPs with IDR every segment (6 s), AAC 128k, HLS MPEG-TS.
+//! Ours decodes once, shares one AAC encode and runs each rung's scale +
+//! encode on its own thread; the peer is
+//! `split → 3 scales → 3 libx264 → 3 AAC → hls`.
+//!
+//! Last line: `transcode: ours=<fps> peer=<fps> ratio=<x> psnr_delta_db=<x>`.
+
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+use vodfarm_core::ladder::RenditionLadder;
+use vodfarm_gpu_worker::media::probe::{rung_size, Limits};
+use vodfarm_gpu_worker::media::stages::{Backends, VideoEncoderSettings};
+use vodfarm_gpu_worker::media::transcode::{transcode, TranscodeRequest};
+use vodfarm_gpu_worker::media::JobControl;
+
+const SEGMENT: u32 = 6;
+
+fn run(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("{cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn psnr(encoded: &Path, source: &Path, w: u32, h: u32) -> Result<f64> {
+    let graph = format!(
+        "[1:v]scale={w}:{h}:flags=bicubic,format=yuv420p,setpts=PTS-STARTPTS[ref];[0:v]setpts=PTS-STARTPTS[enc];[enc][ref]psnr"
+    );
+    let text = run(Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostats", "-i"])
+        .arg(encoded)
+        .arg("-i")
+        .arg(source)
+        .args(["-lavfi", &graph, "-f", "null", "-"]))?;
+    text.lines()
+        .rev()
+        .filter_map(|l| l.split("average:").nth(1))
+        .filter_map(|v| v.split_whitespace().next())
+        .find_map(|v| v.parse::<f64>().ok())
+        .context("no PSNR in ffmpeg's output")
+}
+
+fn main() -> Result<()> {
+    let seconds: u32 = std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    let preset = std::env::var("BENCH_PRESET").unwrap_or_else(|_| "veryfast".into());
+    let dir = tempfile::tempdir()?;
+    let source = dir.path().join("source.mp4");
+    println!("making a {seconds} s 1080p30 source with motion and noise …");
+    run(Command::new("ffmpeg")
+        .args(["-hide_banner", "-y", "-f", "lavfi", "-i"])
+        .arg(format!(
+            "testsrc2=size=1920x1080:rate=30:duration={seconds},noise=alls=10:allf=t+u"
+        ))
+        .args(["-f", "lavfi", "-i"])
+        .arg(format!("sine=frequency=440:duration={seconds}"))
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-crf",
+            "14",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            "-shortest",
+        ])
+        .arg(&source))?;
+    let ladder = RenditionLadder::default();
+    let frames = f64::from(seconds * 30);
+
+    // Ours: the worker's pipeline in-process, segments moved to a
+    // directory as they are finished (as the uploader would take them).
+    let ours_dir = dir.path().join("ours");
+    let finished = ours_dir.join("done");
+    std::fs::create_dir_all(&finished)?;
+    let request = TranscodeRequest {
+        source: source.clone(),
+        work_dir: ours_dir.join("work"),
+        ladder: ladder.clone(),
+        segment_seconds: SEGMENT,
+        preset: preset.clone(),
+        backends: Backends::SOFTWARE,
+        limits: Limits::default(),
+    };
+    let done = finished.clone();
+    let started = Instant::now();
+    let output = transcode(&request, &JobControl::default(), move |seg| {
+        let to = done.join(&seg.rendition);
+        std::fs::create_dir_all(&to)?;
+        std::fs::rename(&seg.path, to.join(format!("segment_{}.ts", seg.index)))?;
+        Ok(())
+    })?;
+    let ours_secs = started.elapsed().as_secs_f64();
+    for r in &output.renditions {
+        std::fs::write(
+            finished.join(&r.name).join("playlist.m3u8"),
+            r.media_playlist(),
+        )?;
+    }
+    let ours_fps = frames / ours_secs;
+    println!("ours: {ours_secs:.1} s, {ours_fps:.1} source fps");
+
+    // Peer: one ffmpeg command, the same ladder.
+    let peer_dir = dir.path().join("peer");
+    std::fs::create_dir_all(&peer_dir)?;
+    let mut filter = String::from("[0:v]split=3");
+    for i in 0..ladder.rungs.len() {
+        filter.push_str(&format!("[s{i}]"));
+    }
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-hide_banner", "-y", "-i"]).arg(&source);
+    let mut maps = Vec::new();
+    for (i, r) in ladder.rungs.iter().enumerate() {
+        let (w, h) = rung_size(1920, 1080, r.height);
+        filter.push_str(&format!(";[s{i}]scale={w}:{h}:flags=bicubic[v{i}]"));
+        let s = VideoEncoderSettings {
+            width: w,
+            height: h,
+            fps: ffmpeg_next::Rational::new(30, 1),
+            bitrate: r.video_bitrate,
+            gop: 30 * SEGMENT,
+            preset: preset.clone(),
+        };
+        maps.extend([
+            "-map".to_string(),
+            format!("[v{i}]"),
+            "-map".into(),
+            "0:a".into(),
+            format!("-b:v:{i}"),
+            s.bitrate.to_string(),
+            format!("-maxrate:v:{i}"),
+            s.max_bitrate().to_string(),
+            format!("-bufsize:v:{i}"),
+            s.buffer_size().to_string(),
+        ]);
+    }
+    cmd.args(["-filter_complex", &filter]).args(&maps);
+    cmd.args([
+        "-c:v",
+        "libx264",
+        "-preset",
+        &preset,
+        "-profile:v",
+        "high",
+        "-pix_fmt",
+        "yuv420p",
+    ])
+    .args([
+        "-g",
+        &(30 * SEGMENT).to_string(),
+        "-flags",
+        "+cgop",
+        "-forced-idr",
+        "1",
+    ])
+    .args([
+        "-force_key_frames",
+        &format!("expr:gte(t,n_forced*{SEGMENT})"),
+    ])
+    .args(["-c:a", "aac", "-b:a", "128k", "-ar", "48000", "-ac", "2"])
+    .args([
+        "-f",
+        "hls",
+        "-hls_time",
+        &SEGMENT.to_string(),
+        "-hls_playlist_type",
+        "vod",
+    ])
+    .args([
+        "-var_stream_map",
+        "v:0,a:0 v:1,a:1 v:2,a:2",
+        "-master_pl_name",
+        "master.m3u8",
+    ])
+    .arg("-hls_segment_filename")
+    .arg(peer_dir.join("%v/segment_%d.ts"))
+    .arg(peer_dir.join("%v/playlist.m3u8"));
+    let started = Instant::now();
+    run(&mut cmd)?;
+    let peer_secs = started.elapsed().as_secs_f64();
+    let peer_fps = frames / peer_secs;
+    println!("peer (ffmpeg CLI): {peer_secs:.1} s, {peer_fps:.1} source fps");
+
+    let mut deltas = Vec::new();
+    for (i, r) in ladder.rungs.iter().enumerate() {
+        let (w, h) = rung_size(1920, 1080, r.height);
+        let ours_pl: PathBuf = finished.join(&r.name).join("playlist.m3u8");
+        let peer_pl: PathBuf = peer_dir.join(i.to_string()).join("playlist.m3u8");
+        let o = psnr(&ours_pl, &source, w, h)?;
+        let p = psnr(&peer_pl, &source, w, h)?;
+        println!("{:>6}: PSNR ours {o:.2} dB, peer {p:.2} dB", r.name);
+        deltas.push(o - p);
+    }
+    let delta = deltas.iter().sum::<f64>() / deltas.len() as f64;
+    println!(
+        "transcode: ours={ours_fps:.1} peer={peer_fps:.1} ratio={:.2} psnr_delta_db={delta:.2}",
+        ours_fps / peer_fps
+    );
+    Ok(())
+}

@@ -1,0 +1,132 @@
+//! The media pipeline on its own (no coordinator): a lavfi source through
+//! `transcode` and `thumbnails`, outputs checked with ffprobe.
+
+use std::path::Path;
+use std::process::Command;
+use vodfarm_core::ladder::RenditionLadder;
+use vodfarm_gpu_worker::media::probe::Limits;
+use vodfarm_gpu_worker::media::stages::Backends;
+use vodfarm_gpu_worker::media::thumbs::{thumbnails, ThumbnailRequest};
+use vodfarm_gpu_worker::media::transcode::{transcode, TranscodeRequest};
+use vodfarm_gpu_worker::media::{JobControl, MediaError};
+
+fn ffmpeg(args: &[&str]) {
+    let status = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y"])
+        .args(args)
+        .status()
+        .expect("run ffmpeg");
+    assert!(status.success(), "ffmpeg {args:?}");
+}
+
+fn probe_json(path: &Path) -> serde_json::Value {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-print_format",
+            "json",
+            "-show_streams",
+            "-show_format",
+        ])
+        .arg(path)
+        .output()
+        .expect("run ffprobe");
+    serde_json::from_slice(&out.stdout).expect("ffprobe json")
+}
+
+#[test]
+fn a_one_second_source_becomes_segments_and_thumbnails() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src.mp4");
+    let src_s = src.to_str().unwrap();
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=640x360:rate=25:duration=1",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=300:duration=1",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-c:a",
+        "aac",
+        "-shortest",
+        src_s,
+    ]);
+    let segments = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = segments.clone();
+    let request = TranscodeRequest {
+        source: src.clone(),
+        work_dir: dir.path().join("out"),
+        ladder: RenditionLadder::default(),
+        segment_seconds: 1,
+        preset: "ultrafast".into(),
+        backends: Backends::SOFTWARE,
+        limits: Limits::default(),
+    };
+    let out = transcode(&request, &JobControl::default(), move |s| {
+        seen.lock().unwrap().push(s);
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(out.renditions.len(), 1, "a 360p source gets 240p only");
+    let r = &out.renditions[0];
+    assert_eq!((r.width, r.height), (426, 240));
+    assert_eq!(out.frames, 25);
+    let segs = segments.lock().unwrap().clone();
+    assert_eq!(segs.len(), r.segments.len());
+    let p = probe_json(&segs[0].path);
+    let streams = p["streams"].as_array().unwrap();
+    assert_eq!(streams.len(), 2, "video and audio: {p}");
+    assert_eq!(streams[0]["width"], 426, "{p}");
+
+    let t = thumbnails(
+        &ThumbnailRequest {
+            source: src,
+            work_dir: dir.path().join("thumbs"),
+            interval_seconds: 10,
+            sprite_columns: 10,
+            sprite_tile_width: 160,
+            limits: Limits::default(),
+        },
+        &JobControl::default(),
+    )
+    .unwrap();
+    assert_eq!(t.frames.len(), 1);
+    let p = probe_json(&t.sprite.path);
+    assert_eq!(p["streams"][0]["codec_name"], "mjpeg");
+    assert_eq!(p["streams"][0]["width"], 160);
+}
+
+#[test]
+fn junk_is_refused_as_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.mp4");
+    std::fs::write(&empty, b"").unwrap();
+    let text = dir.path().join("text.mp4");
+    std::fs::write(
+        &text,
+        b"this is not a video at all, just some words\n".repeat(100),
+    )
+    .unwrap();
+    for (path, want) in [(&empty, "empty"), (&text, "not a video")] {
+        let request = TranscodeRequest {
+            source: path.clone(),
+            work_dir: dir.path().join("out"),
+            ladder: RenditionLadder::default(),
+            segment_seconds: 2,
+            preset: "ultrafast".into(),
+            backends: Backends::SOFTWARE,
+            limits: Limits::default(),
+        };
+        let err = transcode(&request, &JobControl::default(), |_| Ok(())).unwrap_err();
+        assert!(err.is_bad_input(), "{err}");
+        assert!(err.to_string().contains(want), "{err}");
+        assert!(!matches!(err, MediaError::Internal(_)));
+    }
+}
