@@ -99,6 +99,21 @@ Fails the render when required settings are missing. Renders nothing.
 {{- if and (not .Values.auth.existingSecret) (not .Values.auth.workerToken) }}
 {{- fail "vodfarm: set auth.workerToken, or auth.existingSecret naming a Secret that holds it under auth.workerTokenKey" }}
 {{- end }}
+{{- if and (or .Values.api.enabled .Values.origin.enabled .Values.shield.enabled) (not .Values.auth.existingSecret) (not .Values.auth.signingSecret) }}
+{{- fail "vodfarm: api, origin and shield need the playback signing secret: set auth.signingSecret, or auth.existingSecret holding it under auth.signingSecretKey" }}
+{{- end }}
+{{- if and (or .Values.api.enabled .Values.worker.enabled .Values.origin.enabled) (not .Values.store.url) }}
+{{- fail "vodfarm: api, worker and origin need the object store: set store.url (s3://BUCKET[/PREFIX])" }}
+{{- end }}
+{{- if and (not .Values.store.existingSecret) (ne (empty .Values.store.accessKeyId) (empty .Values.store.secretAccessKey)) }}
+{{- fail "vodfarm: set both store.accessKeyId and store.secretAccessKey, or neither" }}
+{{- end }}
+{{- if and .Values.worker.enabled (not .Values.worker.coordinatorUrl) (not .Values.coordinator.enabled) }}
+{{- fail "vodfarm: worker.enabled needs coordinator.enabled, or worker.coordinatorUrl naming a coordinator" }}
+{{- end }}
+{{- if and .Values.shield.enabled (not .Values.shield.upstream) (not .Values.origin.enabled) }}
+{{- fail "vodfarm: shield.enabled needs origin.enabled, or shield.upstream naming another origin (http://HOST:PORT)" }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -106,7 +121,17 @@ Fails the render when required settings are missing. Renders nothing.
 given inline rather than through an existing Secret), else "".
 */}}
 {{- define "vodfarm.createSecret" -}}
-{{- if or (not .Values.database.existingSecret) (not .Values.auth.existingSecret) -}}
+{{- if or (not .Values.database.existingSecret) (not .Values.auth.existingSecret) (include "vodfarm.inlineStoreCredentials" .) -}}
+true
+{{- end }}
+{{- end }}
+
+{{/*
+"true" when the object store keys are given inline (stored in the chart's
+Secret), else "".
+*/}}
+{{- define "vodfarm.inlineStoreCredentials" -}}
+{{- if and (not .Values.store.existingSecret) .Values.store.accessKeyId -}}
 true
 {{- end }}
 {{- end }}
@@ -197,4 +222,124 @@ Env entries: logging, shared by every role.
   value: {{ .Values.log.format | quote }}
 - name: RUST_LOG
   value: {{ .Values.log.level | quote }}
+{{- end }}
+
+{{/*
+Env entry: VODFARM_SIGNING_SECRET from its Secret.
+*/}}
+{{- define "vodfarm.signingEnv" -}}
+- name: VODFARM_SIGNING_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "vodfarm.authSecretName" . }}
+      key: {{ include "vodfarm.signingSecretKey" . }}
+{{- end }}
+
+{{- define "vodfarm.signingSecretKey" -}}
+{{- if .Values.auth.existingSecret }}
+{{- .Values.auth.signingSecretKey }}
+{{- else -}}
+signing-secret
+{{- end }}
+{{- end }}
+
+{{/*
+Env entries: the object store (VODFARM_STORE and the AWS SDK's variables).
+Credentials come from the chart's Secret, an existing Secret, or neither
+(the SDK's default chain: IRSA, EKS Pod Identity, instance profile).
+*/}}
+{{- define "vodfarm.storeEnv" -}}
+- name: VODFARM_STORE
+  value: {{ .Values.store.url | quote }}
+{{- with .Values.store.endpoint }}
+- name: AWS_ENDPOINT_URL
+  value: {{ . | quote }}
+{{- end }}
+{{- with .Values.store.region }}
+- name: AWS_REGION
+  value: {{ . | quote }}
+{{- end }}
+{{- if or .Values.store.existingSecret .Values.store.accessKeyId }}
+{{- $secret := default (include "vodfarm.fullname" .) .Values.store.existingSecret }}
+{{- $idKey := "aws-access-key-id" }}
+{{- $secretKey := "aws-secret-access-key" }}
+{{- if .Values.store.existingSecret }}
+{{- $idKey = .Values.store.accessKeyIdKey }}
+{{- $secretKey = .Values.store.secretAccessKeyKey }}
+{{- end }}
+- name: AWS_ACCESS_KEY_ID
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: {{ $idKey }}
+- name: AWS_SECRET_ACCESS_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: {{ $secretKey }}
+{{- end }}
+{{- with .Values.store.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+Service account of a role: its own serviceAccountName, else the shared one.
+Usage: include "vodfarm.serviceAccountName" (dict "ctx" $ "values" .Values.api)
+*/}}
+{{- define "vodfarm.serviceAccountName" -}}
+{{- default .ctx.Values.serviceAccountName .values.serviceAccountName }}
+{{- end }}
+
+{{/*
+A role's ClusterIP/LoadBalancer Service on its "http" container port.
+Usage: include "vodfarm.service" (dict "ctx" $ "component" "api" "values" .Values.api)
+*/}}
+{{- define "vodfarm.service" -}}
+apiVersion: v1
+kind: Service
+metadata:
+  name: {{ include "vodfarm.componentName" (dict "ctx" .ctx "component" .component) }}
+  namespace: {{ .ctx.Release.Namespace }}
+  labels:
+    {{- include "vodfarm.componentLabels" (dict "ctx" .ctx "component" .component) | nindent 4 }}
+  {{- with .values.service.annotations }}
+  annotations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+spec:
+  type: {{ .values.service.type }}
+  ports:
+    - name: http
+      port: {{ .values.service.port }}
+      targetPort: http
+      protocol: TCP
+  selector:
+    {{- include "vodfarm.componentSelectorLabels" (dict "ctx" .ctx "component" .component) | nindent 4 }}
+{{- end }}
+
+{{/*
+A role's PodDisruptionBudget (minAvailable and/or maxUnavailable as set in
+its podDisruptionBudget values; the caller decides whether to render it).
+Usage: include "vodfarm.pdb" (dict "ctx" $ "component" "api" "values" .Values.api)
+*/}}
+{{- define "vodfarm.pdb" -}}
+{{- $p := .values.podDisruptionBudget }}
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata:
+  name: {{ include "vodfarm.componentName" (dict "ctx" .ctx "component" .component) }}
+  namespace: {{ .ctx.Release.Namespace }}
+  labels:
+    {{- include "vodfarm.componentLabels" (dict "ctx" .ctx "component" .component) | nindent 4 }}
+spec:
+  {{- if hasKey $p "minAvailable" }}
+  minAvailable: {{ $p.minAvailable }}
+  {{- end }}
+  {{- if hasKey $p "maxUnavailable" }}
+  maxUnavailable: {{ $p.maxUnavailable }}
+  {{- end }}
+  selector:
+    matchLabels:
+      {{- include "vodfarm.componentSelectorLabels" (dict "ctx" .ctx "component" .component) | nindent 6 }}
 {{- end }}
