@@ -187,6 +187,19 @@ async fn check_video(
             (frames / expect.source.fps - src_duration).abs() <= 0.1,
             "{ctx}: {frames} frames"
         );
+        // Played as one stream, the segments decode without a single
+        // error (continuity counters carry across segment files).
+        let played = std::process::Command::new("ffmpeg")
+            .args(["-v", "error", "-xerror", "-i"])
+            .arg(&playlist_path)
+            .args(["-f", "null", "-"])
+            .output()
+            .expect("ffmpeg");
+        assert!(
+            played.status.success() && played.stderr.is_empty(),
+            "{ctx}: {}",
+            String::from_utf8_lossy(&played.stderr)
+        );
         let db = psnr(&playlist_path, src_path, *w, *h, expect.source.fps);
         eprintln!("{ctx}: PSNR {db:.2} dB");
         assert!(db > 30.0, "{ctx}: PSNR {db:.2} dB below the floor");

@@ -37,6 +37,9 @@ use vodfarm_core::layout::{self, ThumbFile};
 use vodfarm_core::store::{self, SharedStore, StoreError};
 use vodfarm_native::GpuCapabilities;
 
+/// How long a draining worker waits for a lease answer already in flight.
+const LATE_LEASE_GRACE: Duration = Duration::from_secs(2);
+
 /// Flags and environment of `vodfarm worker`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct WorkerArgs {
@@ -393,9 +396,29 @@ async fn slot_loop(worker: Arc<Worker>, slot: usize) {
         if worker.draining.is_cancelled() {
             return;
         }
+        let lease =
+            worker
+                .client
+                .lease(&worker.job_types, &worker.capabilities, 1, worker.poll_wait);
+        tokio::pin!(lease);
         let leased = tokio::select! {
-            r = worker.client.lease(&worker.job_types, &worker.capabilities, 1, worker.poll_wait) => r,
-            _ = worker.draining.cancelled() => return,
+            r = &mut lease => r,
+            _ = worker.draining.cancelled() => {
+                // A lease the coordinator granted just as draining began is
+                // already on its way: give it a moment to arrive and hand
+                // its jobs back, rather than strand them until their
+                // leases expire. A poll still waiting is simply dropped.
+                if let Ok(Ok(jobs)) = tokio::time::timeout(LATE_LEASE_GRACE, &mut lease).await {
+                    for job in jobs {
+                        let msg = "The worker was shut down before starting; the job will be retried.";
+                        match with_retries(|| worker.client.fail(job.id, job.lease_token, msg, true)).await {
+                            Ok(_) => tracing::info!(job_id = job.id, "late lease handed back"),
+                            Err(e) => tracing::warn!(job_id = job.id, error = %e, "hand-back not recorded; the lease will expire"),
+                        }
+                    }
+                }
+                return;
+            }
         };
         match leased {
             Ok(jobs) => {

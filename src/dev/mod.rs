@@ -70,6 +70,14 @@ pub struct DevSecrets {
     pub demo_password: String,
 }
 
+/// Sets `key` in a `KEY=VALUE` file, keeping its other lines.
+fn update_env_file(path: &Path, key: &str, value: &str) -> anyhow::Result<()> {
+    let mut vars = read_env_file(path);
+    vars.insert(key.to_owned(), value.to_owned());
+    let pairs: Vec<(&str, String)> = vars.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    write_env_file(path, &pairs)
+}
+
 /// Reads `KEY=VALUE` lines.
 fn read_env_file(path: &Path) -> BTreeMap<String, String> {
     std::fs::read_to_string(path)
@@ -347,7 +355,7 @@ async fn demo_session(api: &str, dir: &Path, secrets: &DevSecrets) -> anyhow::Re
                 .to_owned()
         }
     };
-    write_env_file(&state_path, &[("VODFARM_CHANNEL", channel_id.clone())])?;
+    update_env_file(&state_path, "VODFARM_CHANNEL", &channel_id)?;
     Ok(DemoSession {
         username,
         token,
@@ -575,11 +583,7 @@ async fn run_roles(
                 argv.push(sample.display().to_string());
                 let upload: crate::upload::UploadArgs = role_args(&argv)?;
                 let id = crate::upload::run(upload).await?;
-                let mut demo = read_env_file(&dir.join("demo.env"));
-                demo.insert("VODFARM_DEMO_VIDEO".into(), id.clone());
-                let pairs: Vec<(&str, String)> =
-                    demo.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
-                write_env_file(&dir.join("demo.env"), &pairs)?;
+                update_env_file(&dir.join("demo.env"), "VODFARM_DEMO_VIDEO", &id)?;
                 id
             }
         };

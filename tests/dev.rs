@@ -1,0 +1,328 @@
+//! `vodfarm dev` as a newcomer runs it: one process on embedded defaults
+//! (private PostgreSQL cluster, private redis-server, a local object
+//! directory), a demo video uploaded through tus, transcoded and served;
+//! then the web page checked in headless Debian chromium; then a clean
+//! stop and a second run that reuses the data.
+
+mod common;
+
+use common::free_port;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+struct Dev {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Dev {
+    fn start(dir: &Path, ports: &[u16; 7]) -> Dev {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_vodfarm"))
+            .arg("dev")
+            .arg("--data-dir")
+            .arg(dir)
+            .args([
+                "--pg-port",
+                &ports[0].to_string(),
+                "--redis-port",
+                &ports[1].to_string(),
+            ])
+            .args([
+                "--coordinator-port",
+                &ports[2].to_string(),
+                "--api-port",
+                &ports[3].to_string(),
+            ])
+            .args([
+                "--origin-port",
+                &ports[4].to_string(),
+                "--shield-port",
+                &ports[5].to_string(),
+            ])
+            .args(["--worker-port", &ports[6].to_string()])
+            // Embedded defaults: nothing configured from outside.
+            .env_remove("DATABASE_URL")
+            .env_remove("REDIS_URL")
+            .env_remove("VODFARM_STORE")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn vodfarm dev");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                println!("dev> {line}");
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Dev {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a stdout line starting with `prefix` (trimmed).
+    fn wait_line(&mut self, prefix: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(l) = self
+                .seen
+                .iter()
+                .find(|l| l.trim_start().starts_with(prefix))
+            {
+                return l.trim().to_owned();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => self.seen.push(l),
+                Err(_) => panic!("vodfarm dev never printed {prefix:?}; saw {:#?}", self.seen),
+            }
+        }
+    }
+
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "vodfarm dev did not stop after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn env_file(path: &Path) -> std::collections::HashMap<String, String> {
+    std::fs::read_to_string(path)
+        .expect("dev.env")
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+fn artifacts_dir() -> PathBuf {
+    // Screenshots are kept as test artifacts beside the build.
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
+    target.join("test-artifacts").join("browser")
+}
+
+fn stop_private_postgres(dir: &Path) {
+    // The test's own cleanup if dev failed to stop its cluster.
+    let data = dir.join("postgres");
+    if data.join("postmaster.pid").exists() {
+        let _ = Command::new("runuser")
+            .args([
+                "-u",
+                "postgres",
+                "--",
+                "/usr/lib/postgresql/15/bin/pg_ctl",
+                "-D",
+            ])
+            .arg(&data)
+            .args(["-m", "immediate", "stop"])
+            .status();
+    }
+}
+
+#[test]
+fn dev_runs_everything_and_the_page_plays_and_uploads() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("data");
+    let ports: [u16; 7] = std::array::from_fn(|_| free_port());
+    let mut dev = Dev::start(&dir, &ports);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let page = dev.wait_line("open the page:", Duration::from_secs(600));
+        let master = dev.wait_line("demo playlist:", Duration::from_secs(5));
+        let page = page.rsplit(' ').next().unwrap().to_owned();
+        let master = master.rsplit(' ').next().unwrap().to_owned();
+        assert_eq!(page, format!("http://127.0.0.1:{}/", ports[3]));
+        assert!(
+            master.starts_with(&format!("http://127.0.0.1:{}/v/", ports[5])),
+            "{master}"
+        );
+
+        // dev.env tells the user (and `vodfarm upload`) where everything is.
+        let env = env_file(&dir.join("dev.env"));
+        for key in [
+            "VODFARM_API",
+            "VODFARM_ORIGIN",
+            "VODFARM_TOKEN",
+            "VODFARM_CHANNEL",
+            "DATABASE_URL",
+        ] {
+            assert!(
+                env.get(key).is_some_and(|v| !v.is_empty()),
+                "dev.env lacks {key}: {env:?}"
+            );
+        }
+        assert!(
+            env["DATABASE_URL"].contains(&ports[0].to_string()),
+            "private PostgreSQL used"
+        );
+        assert!(dir.join("postgres/PG_VERSION").exists());
+
+        // The demo plays to the end through the shield, 30 s long.
+        let out = Command::new("ffprobe")
+            .args([
+                "-v",
+                "error",
+                "-show_entries",
+                "format=duration",
+                "-of",
+                "csv=p=0",
+                &master,
+            ])
+            .output()
+            .expect("ffprobe");
+        let secs: f64 = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0.0);
+        assert!((secs - 30.0).abs() < 0.2, "demo duration {secs}");
+        let play = Command::new("ffmpeg")
+            .args(["-v", "error", "-xerror", "-i", &master, "-f", "null", "-"])
+            .output()
+            .expect("ffmpeg");
+        assert!(
+            play.status.success() && play.stderr.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&play.stderr)
+        );
+
+        // The page, in headless chromium.
+        let clip = tmp.path().join("clip.mp4");
+        let made = Command::new("ffmpeg")
+            .args([
+                "-v",
+                "error",
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=size=320x240:rate=25:duration=2",
+            ])
+            .args([
+                "-f",
+                "lavfi",
+                "-i",
+                "sine=duration=2",
+                "-c:v",
+                "libx264",
+                "-c:a",
+                "aac",
+                "-shortest",
+            ])
+            .arg(&clip)
+            .status()
+            .expect("ffmpeg");
+        assert!(made.success());
+        let shots = artifacts_dir();
+        let browser = Command::new("node")
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/web"))
+            .arg("tests/browser.mjs")
+            .arg(&page)
+            .arg(&shots)
+            .arg(&clip)
+            .output()
+            .expect("node (install Node.js and run `npm ci` in web/)");
+        let report = String::from_utf8_lossy(&browser.stdout);
+        println!("{report}{}", String::from_utf8_lossy(&browser.stderr));
+        assert!(browser.status.success(), "browser checks failed:\n{report}");
+        for shot in [
+            "01-page",
+            "02-playing",
+            "03-qualities",
+            "04-preview",
+            "05-uploaded",
+        ] {
+            assert!(
+                shots.join(format!("{shot}.png")).exists(),
+                "screenshot {shot}"
+            );
+        }
+
+        // The upload made through the page is processed like any other.
+        let uploaded =
+            std::fs::read_to_string(shots.join("uploaded-video-id.txt")).expect("uploaded id");
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        rt.block_on(async {
+            let http = reqwest::Client::new();
+            let deadline = Instant::now() + Duration::from_secs(180);
+            loop {
+                let v: serde_json::Value = http
+                    .get(format!("{page}v1/videos/{uploaded}"))
+                    .bearer_auth(&env["VODFARM_TOKEN"])
+                    .send()
+                    .await
+                    .expect("video")
+                    .json()
+                    .await
+                    .expect("video json");
+                if v["status"] == "ready" {
+                    break;
+                }
+                assert_ne!(v["status"], "failed", "{v}");
+                assert!(
+                    Instant::now() < deadline,
+                    "browser upload never became ready: {v}"
+                );
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        });
+    }));
+    let status = dev.terminate();
+    if let Err(panic) = result {
+        stop_private_postgres(&dir);
+        std::panic::resume_unwind(panic);
+    }
+    assert!(
+        status.success(),
+        "vodfarm dev exited with {status:?} after SIGTERM"
+    );
+    assert!(
+        !dir.join("postgres/postmaster.pid").exists(),
+        "private PostgreSQL stopped"
+    );
+
+    // A second run reuses the data: no new demo upload.
+    let mut again = Dev::start(&dir, &ports);
+    let reused = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        again.wait_line("demo video", Duration::from_secs(120));
+        again.wait_line("open the page:", Duration::from_secs(60));
+        assert!(
+            again.seen.iter().any(|l| l.contains("is already uploaded")),
+            "second run uploaded again: {:#?}",
+            again.seen
+        );
+    }));
+    let status = again.terminate();
+    stop_private_postgres(&dir);
+    if let Err(panic) = reused {
+        std::panic::resume_unwind(panic);
+    }
+    assert!(status.success());
+}
