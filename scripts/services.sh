@@ -7,25 +7,17 @@ set -euo pipefail
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
+here=$(cd "$(dirname "$0")" && pwd)
+# Build and runtime dependencies (toolchain, FFmpeg libraries, servers).
+bash "$here/deps.sh"
+
 apt_updated=0
-# ensure COMMAND PACKAGE: install PACKAGE when COMMAND is missing.
 ensure() {
   command -v "$1" >/dev/null 2>&1 && return 0
   echo "services: installing $2 (for $1)"
   if [ $apt_updated = 0 ]; then as_root apt-get update -qq; apt_updated=1; fi
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
 }
-
-# A C toolchain for ring (rustls), pkg-config, the PostgreSQL server and
-# client (tests drop their databases with psql), Redis.
-ensure cc build-essential
-ensure pkg-config pkg-config
-ensure pg_ctlcluster postgresql
-ensure psql postgresql-client
-ensure redis-server redis-server
-
-# ensure_pkg PACKAGE...: install Debian packages that are not installed
-# (libraries have no command to look for).
 ensure_pkg() {
   local missing=()
   for p in "$@"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done
@@ -35,12 +27,8 @@ ensure_pkg() {
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 
-# Media: Debian's FFmpeg 5.1 libraries (ffmpeg-next links them
-# dynamically; bindgen needs libclang), the ffmpeg/ffprobe CLIs that tests
-# check our output with, and NVENC/NVDEC headers. Origin bench peers:
-# nginx and wrk.
-ensure_pkg libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev \
-  libavfilter-dev libavdevice-dev libclang-dev clang ffmpeg libffmpeg-nvenc-dev nginx-light wrk
+# Origin bench peers: nginx and wrk.
+ensure_pkg nginx-light wrk
 
 # Browser tests: Debian's chromium driven by playwright-core (web/).
 ensure chromium chromium
