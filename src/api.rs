@@ -21,28 +21,6 @@ use vodfarm_core::http::{not_found_fallback, ApiError};
 use vodfarm_core::store::SharedStore;
 use vodfarm_core::telemetry::{render_metrics, METRICS_CONTENT_TYPE};
 
-/// Parses a byte size: `1048576`, `512MiB`, `128GiB`, `1TiB` (also `MB`,
-/// `GB`, `TB` and `K`/`M`/`G`/`T`, all powers of 1024).
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("invalid size {s:?} (try 512MiB or 128GiB)"))?;
-    let shift = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 0,
-        "k" | "kb" | "kib" => 10,
-        "m" | "mb" | "mib" => 20,
-        "g" | "gb" | "gib" => 30,
-        "t" | "tb" | "tib" => 40,
-        other => return Err(format!("unknown size unit {other:?}")),
-    };
-    n.checked_mul(1u64 << shift)
-        .filter(|v| *v <= i64::MAX as u64)
-        .ok_or_else(|| format!("size {s:?} is too large"))
-}
-
 /// Flags and environment of `vodfarm api`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ApiArgs {
@@ -80,7 +58,7 @@ pub struct ApiArgs {
     #[arg(long, env = "VODFARM_PLAYBACK_TOKEN_TTL", default_value = "6h", value_parser = parse_duration)]
     pub playback_token_ttl: Duration,
     /// Largest upload accepted (Tus-Max-Size), e.g. 128GiB.
-    #[arg(long, env = "VODFARM_MAX_UPLOAD_SIZE", default_value = "128GiB", value_parser = parse_size)]
+    #[arg(long, env = "VODFARM_MAX_UPLOAD_SIZE", default_value = "128GiB", value_parser = vodfarm_core::config::parse_size)]
     pub max_upload_size: u64,
     /// An unfinished upload expires this long after its last stored bytes
     /// (Upload-Expires); its video becomes failed.
@@ -347,34 +325,12 @@ pub async fn run_with(
             }
         }
     });
-    let stop_serving = stop.clone();
-    tokio::spawn(async move {
-        shutdown.await;
-        tracing::info!("shutting down: finishing requests");
-        stop_serving.cancel();
-    });
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(stop.clone().cancelled_owned())
-        .await;
-    stop.cancel();
+    let served =
+        vodfarm_core::http::serve_until_shutdown(listener, app, stop.clone(), shutdown, "api")
+            .await;
     while tasks.join_next().await.is_some() {}
     pool.close().await;
     served.map_err(|source| ApiRunError::Serve { addr, source })?;
     tracing::info!("api stopped");
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("1024").unwrap(), 1024);
-        assert_eq!(parse_size("5MiB").unwrap(), 5 << 20);
-        assert_eq!(parse_size("128GiB").unwrap(), 128 << 30);
-        assert_eq!(parse_size("2g").unwrap(), 2 << 30);
-        assert!(parse_size("5 parsecs").is_err());
-        assert!(parse_size("99999999999TiB").is_err());
-    }
 }

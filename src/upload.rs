@@ -48,7 +48,7 @@ pub struct UploadArgs {
     #[arg(long, env = "VODFARM_TOKEN", hide_env_values = true)]
     pub token: String,
     /// Bytes per PATCH request; an interrupted request is resent whole.
-    #[arg(long, env = "VODFARM_UPLOAD_CHUNK", default_value = "64MiB", value_parser = crate::api::parse_size)]
+    #[arg(long, env = "VODFARM_UPLOAD_CHUNK", default_value = "64MiB", value_parser = vodfarm_core::config::parse_size)]
     pub chunk_size: u64,
     /// Where unfinished uploads are remembered (default:
     /// $XDG_STATE_HOME/vodfarm/uploads.json or ~/.local/state/…).

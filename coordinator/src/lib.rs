@@ -160,16 +160,15 @@ pub async fn run(
     tasks.spawn(flush_workers(queue.clone(), seen, stop.clone()));
 
     let app = api::router(state);
-    let stop_serving = stop.clone();
-    tokio::spawn(async move {
-        shutdown.await;
-        tracing::info!("shutting down: answering waiting polls, finishing requests");
-        stop_serving.cancel();
-    });
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(stop.clone().cancelled_owned())
-        .await;
-    stop.cancel();
+    // Waiting long polls answer at once: the dispatcher drops them on stop.
+    let served = vodfarm_core::http::serve_until_shutdown(
+        listener,
+        app,
+        stop.clone(),
+        shutdown,
+        "coordinator",
+    )
+    .await;
     while tasks.join_next().await.is_some() {}
     pool.close().await;
     served.map_err(|source| CoordinatorError::Serve { addr, source })?;

@@ -30,6 +30,38 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// Parses a byte size, as flags give it: a bare number of bytes, binary
+/// units (`KiB`, `MiB`, `GiB`, `TiB`, and their shorthands `k`, `m`, `g`,
+/// `t`) or decimal ones (`kB`, `MB`, `GB`, `TB`). At most `i64::MAX`, so
+/// every size fits the database's `BIGINT`. Used as a clap value parser.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid size {s:?} (try 512MiB or 128GiB)"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "kb" => 1_000,
+        "m" | "mib" => 1 << 20,
+        "mb" => 1_000_000,
+        "g" | "gib" => 1 << 30,
+        "gb" => 1_000_000_000,
+        "t" | "tib" => 1 << 40,
+        "tb" => 1_000_000_000_000,
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?} (use KiB, MiB, GiB, TiB)"
+            ))
+        }
+    };
+    n.checked_mul(mult)
+        .filter(|v| *v <= i64::MAX as u64)
+        .ok_or_else(|| format!("size {s:?} is too large"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -44,5 +76,19 @@ mod tests {
         assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("").is_err());
         assert!(parse_duration("-5s").is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1024"), Ok(1024));
+        assert_eq!(parse_size("5MiB"), Ok(5 << 20));
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("128GiB"), Ok(128 << 30));
+        assert_eq!(parse_size("2g"), Ok(2 << 30));
+        assert_eq!(parse_size("10MB"), Ok(10_000_000));
+        assert!(parse_size("5 parsecs").is_err());
+        assert!(parse_size("").is_err());
+        assert!(parse_size("99999999999TiB").is_err());
     }
 }

@@ -84,29 +84,6 @@ pub fn route(path: &str) -> Option<Route> {
     })
 }
 
-/// Parses a byte size: `512MiB`, `2GiB`, `64MB`, `1048576` (binary and
-/// decimal units; a bare number is bytes).
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("invalid size {s:?} (try 512MiB, 2GiB)"))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" => 1_000,
-        "kib" => 1 << 10,
-        "m" | "mb" => 1_000_000,
-        "mib" => 1 << 20,
-        "g" | "gb" => 1_000_000_000,
-        "gib" => 1 << 30,
-        other => return Err(format!("unknown size unit {other:?} (use KiB, MiB, GiB)")),
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("size {s:?} out of range"))
-}
-
 /// Flags and environment of `vodfarm origin`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct OriginArgs {
@@ -136,10 +113,10 @@ pub struct OriginArgs {
     #[arg(long, env = "VODFARM_SIGNING_SECRET", hide_env_values = true)]
     pub signing_secret: Option<String>,
     /// Most memory the object cache holds (e.g. 512MiB, 4GiB).
-    #[arg(long, env = "VODFARM_ORIGIN_CACHE_SIZE", default_value = "1GiB", value_parser = parse_size)]
+    #[arg(long, env = "VODFARM_ORIGIN_CACHE_SIZE", default_value = "1GiB", value_parser = vodfarm_core::config::parse_size)]
     pub cache_size: u64,
     /// Objects larger than this stream through without being cached.
-    #[arg(long, env = "VODFARM_ORIGIN_MAX_OBJECT_SIZE", default_value = "64MiB", value_parser = parse_size)]
+    #[arg(long, env = "VODFARM_ORIGIN_MAX_OBJECT_SIZE", default_value = "64MiB", value_parser = vodfarm_core::config::parse_size)]
     pub max_object_size: u64,
     /// Longest wait for the upstream's answer, and for each next chunk of
     /// its body.
@@ -340,15 +317,5 @@ mod tests {
             assert_eq!(route(p), None, "{p:?} was routed");
         }
         assert_eq!(route(&format!("/v/{}/master.m3u8", "a".repeat(300))), None);
-    }
-
-    #[test]
-    fn sizes_parse() {
-        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
-        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
-        assert_eq!(parse_size("10MB"), Ok(10_000_000));
-        assert_eq!(parse_size("123"), Ok(123));
-        assert!(parse_size("1 parsec").is_err());
-        assert!(parse_size("").is_err());
     }
 }
