@@ -8,9 +8,18 @@
 # and a demo video uploaded, transcoded and ready to play.
 set -euo pipefail
 cd "$(dirname "$0")"
+if ! command -v cargo >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then
+  . "$HOME/.cargo/env"
+fi
 if ! command -v cargo >/dev/null 2>&1; then
-  echo "dev: cargo is missing. Install Rust (https://rustup.rs), then run ./dev.sh again." >&2
-  exit 1
+  if command -v curl >/dev/null 2>&1; then
+    echo "dev: installing the Rust toolchain with rustup (into ~/.cargo)"
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
+    . "$HOME/.cargo/env"
+  else
+    echo "dev: cargo is missing. Install Rust (https://rustup.rs), then run ./dev.sh again." >&2
+    exit 1
+  fi
 fi
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/vodfarm/target}"
 bash scripts/deps.sh
