@@ -90,20 +90,8 @@ impl Dev {
     }
 
     fn terminate(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(Some(s)) = self.child.try_wait() {
-                return s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "vodfarm dev did not stop after SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        common::terminate_child(&mut self.child, Duration::from_secs(60))
+            .expect("vodfarm dev did not stop after SIGTERM")
     }
 }
 
