@@ -941,3 +941,45 @@ async fn idle_long_polls_do_not_query_the_database_and_sigterm_answers_them() {
     // The leased job was not lost: it is still leased to its worker.
     assert_eq!(job_row(&db.pool, id).await.0, "processing");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_released_job_is_due_at_once_and_costs_no_attempt() {
+    let db = TestDb::new().await;
+    let c = CoordinatorProcess::start(&db, &["--retry-base", "1h"]).await;
+    let (video, _) = insert_video(&db.pool).await;
+    let id = enqueue(&db.pool, video, &[job(JobType::Transcode, 0)]).await[0];
+    let draining = worker(&c, "draining");
+    let l = draining
+        .lease(&[], &[], 1, Duration::ZERO)
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(l.attempt, 1);
+    draining
+        .release(id, l.lease_token, "worker stopping")
+        .await
+        .unwrap();
+    assert_eq!(
+        job_row(&db.pool, id).await,
+        ("pending".into(), 0, Some("worker stopping".into()))
+    );
+    // Its late writes are refused like any lost lease's.
+    let late = draining.release(id, l.lease_token, "again").await;
+    assert!(matches!(late, Err(ClientError::LeaseLost(_))), "{late:?}");
+    let late = draining
+        .complete(id, l.lease_token, JobOutputs::default())
+        .await;
+    assert!(matches!(late, Err(ClientError::LeaseLost(_))), "{late:?}");
+    assert!(matches!(
+        draining.release(424242, l.lease_token, "x").await,
+        Err(ClientError::NotFound(_))
+    ));
+    // Due at once (no backoff, although retries back off for an hour),
+    // and still on its first attempt.
+    let again = worker(&c, "next")
+        .lease(&[], &[], 1, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!((again[0].id, again[0].attempt), (id, 1));
+}

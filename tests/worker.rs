@@ -526,8 +526,8 @@ async fn sigterm_hands_the_running_job_back_and_another_worker_finishes_it() {
     .unwrap();
     assert_eq!(
         (job_status.as_str(), attempts),
-        ("pending", 1),
-        "handed back for a retry"
+        ("pending", 0),
+        "handed back for a retry, the attempt not counted"
     );
     assert!(error.unwrap_or_default().contains("shut down"));
     assert!(

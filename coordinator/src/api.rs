@@ -19,6 +19,7 @@ use vodfarm_core::ids::constant_time_eq;
 use vodfarm_core::jobs::{
     CompleteRequest, CompleteResponse, FailRequest, FailResponse, HeartbeatRequest,
     HeartbeatResponse, JobList, JobStatus, JobView, LeaseRequest, LeaseResponse, QueueStats,
+    ReleaseRequest, ReleaseResponse,
 };
 use vodfarm_core::telemetry::{render_metrics, METRICS_CONTENT_TYPE};
 
@@ -104,6 +105,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/worker/jobs/{id}/heartbeat", post(heartbeat))
         .route("/v1/worker/jobs/{id}/complete", post(complete))
         .route("/v1/worker/jobs/{id}/fail", post(fail))
+        .route("/v1/worker/jobs/{id}/release", post(release))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             require_worker,
@@ -300,6 +302,25 @@ async fn fail(
         retryable = req.retryable, outcome, error = %req.error, "job failed"
     );
     Ok(ApiJson(resp))
+}
+
+async fn release(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<ReleaseRequest>,
+) -> Result<ApiJson<ReleaseResponse>, ApiError> {
+    let id = parse_id(&id)?;
+    s.queue
+        .release_lease(id, req.lease_token, req.reason.as_deref())
+        .await?;
+    tracing::info!(
+        job_id = id,
+        reason = req.reason.as_deref().unwrap_or(""),
+        "job released unworked"
+    );
+    Ok(ApiJson(ReleaseResponse {
+        status: JobStatus::Pending,
+    }))
 }
 
 #[derive(Debug, Deserialize)]

@@ -329,18 +329,40 @@ impl JobQueue {
     /// long poll they were claimed for has gone away before receiving them.
     pub async fn release(&self, jobs: &[LeasedJob]) -> Result<(), QueueError> {
         for job in jobs {
-            sqlx::query(
-                "UPDATE processing_jobs SET status = 'pending', attempts = greatest(attempts - 1, 0),
-                        lease_token = NULL, lease_expires_at = NULL, worker_id = NULL,
-                        started_at = NULL, updated_at = now()
-                 WHERE id = $1 AND lease_token = $2 AND status = 'processing'",
-            )
-            .bind(job.id)
-            .bind(job.lease_token)
-            .execute(&self.pool)
-            .await?;
+            match self.release_lease(job.id, job.lease_token, None).await {
+                Ok(()) | Err(QueueError::LeaseLost { .. } | QueueError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
         }
         Ok(())
+    }
+
+    /// Returns job `id` to `pending`, due at once, without counting the
+    /// attempt: its worker gives it back unworked (it is draining, or the
+    /// poll it was leased for went away). `reason` is kept for operators.
+    pub async fn release_lease(
+        &self,
+        id: i64,
+        token: Uuid,
+        reason: Option<&str>,
+    ) -> Result<(), QueueError> {
+        let released = sqlx::query(
+            "UPDATE processing_jobs
+             SET status = 'pending', attempts = greatest(attempts - 1, 0), run_after = now(),
+                 lease_token = NULL, lease_expires_at = NULL, worker_id = NULL,
+                 started_at = NULL, error_message = $3, updated_at = now()
+             WHERE id = $1 AND lease_token = $2 AND status = 'processing'
+             RETURNING id",
+        )
+        .bind(id)
+        .bind(token)
+        .bind(reason.map(truncate_message))
+        .fetch_optional(&self.pool)
+        .await?;
+        match released {
+            Some(_) => Ok(()),
+            None => Err(self.diagnose(id).await),
+        }
     }
 
     /// Why a fenced write to job `id` with `token` matched no row.

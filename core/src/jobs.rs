@@ -333,6 +333,25 @@ pub struct SourceMetadata {
     pub codec: Option<String>,
 }
 
+/// `POST /v1/worker/jobs/{id}/release`: give a job back without working
+/// on it (a draining worker). The attempt is not counted and the job is
+/// due again at once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReleaseRequest {
+    /// The lease given back.
+    pub lease_token: Uuid,
+    /// Why, for operators (kept in `error_message` until the next lease).
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// The answer to a release.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReleaseResponse {
+    /// The job's status now (`pending`).
+    pub status: JobStatus,
+}
+
 /// `POST /v1/worker/jobs/{id}/fail`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FailRequest {

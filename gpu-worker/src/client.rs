@@ -9,7 +9,8 @@ use uuid::Uuid;
 use vodfarm_core::http::ErrorBody;
 use vodfarm_core::jobs::{
     CompleteRequest, CompleteResponse, FailRequest, FailResponse, HeartbeatRequest,
-    HeartbeatResponse, JobOutputs, JobType, LeaseRequest, LeaseResponse, LeasedJob,
+    HeartbeatResponse, JobOutputs, JobType, LeaseRequest, LeaseResponse, LeasedJob, ReleaseRequest,
+    ReleaseResponse,
 };
 
 /// A coordinator call that did not succeed.
@@ -189,6 +190,26 @@ impl CoordinatorClient {
         };
         self.post(
             &format!("/v1/worker/jobs/{job}/fail"),
+            &req,
+            Duration::from_secs(30),
+        )
+        .await
+    }
+
+    /// Gives a job back unworked (this worker is stopping): it is due
+    /// again at once and the attempt is not counted.
+    pub async fn release(
+        &self,
+        job: i64,
+        lease: Uuid,
+        reason: &str,
+    ) -> Result<ReleaseResponse, ClientError> {
+        let req = ReleaseRequest {
+            lease_token: lease,
+            reason: Some(reason.to_owned()),
+        };
+        self.post(
+            &format!("/v1/worker/jobs/{job}/release"),
             &req,
             Duration::from_secs(30),
         )

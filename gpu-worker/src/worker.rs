@@ -411,7 +411,7 @@ async fn slot_loop(worker: Arc<Worker>, slot: usize) {
                 if let Ok(Ok(jobs)) = tokio::time::timeout(LATE_LEASE_GRACE, &mut lease).await {
                     for job in jobs {
                         let msg = "The worker was shut down before starting; the job will be retried.";
-                        match with_retries(|| worker.client.fail(job.id, job.lease_token, msg, true)).await {
+                        match with_retries(|| worker.client.release(job.id, job.lease_token, msg)).await {
                             Ok(_) => tracing::info!(job_id = job.id, "late lease handed back"),
                             Err(e) => tracing::warn!(job_id = job.id, error = %e, "hand-back not recorded; the lease will expire"),
                         }
@@ -507,8 +507,10 @@ async fn run_job(worker: Arc<Worker>, job: LeasedJob) {
             }
         },
         Err(JobFailure::Media(MediaError::Cancelled)) => {
+            // Released, not failed: a drain is no fault of the job's, so
+            // it costs no attempt and no backoff.
             let msg = "The worker was shut down before finishing; the job will be retried.";
-            match with_retries(|| worker.client.fail(job.id, job.lease_token, msg, true)).await {
+            match with_retries(|| worker.client.release(job.id, job.lease_token, msg)).await {
                 Ok(_) => tracing::info!("job handed back"),
                 Err(e) => {
                     tracing::warn!(error = %e, "hand-back not recorded; the lease will expire")
