@@ -540,7 +540,7 @@ async fn run_roles(
             ("REDIS_URL", b.redis_url.clone()),
             ("VODFARM_STORE", b.store_url.clone()),
             ("VODFARM_API", api_url.clone()),
-            ("VODFARM_COORDINATOR", coordinator_url.clone()),
+            ("VODFARM_COORDINATOR_URL", coordinator_url.clone()),
             ("VODFARM_ORIGIN", shield_url.clone()),
             ("VODFARM_WORKER_TOKEN", secrets.worker_token.clone()),
         ];
