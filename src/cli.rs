@@ -23,24 +23,24 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Create the database if needed and apply the schema (idempotent).
-    Migrate(crate::migrate::MigrateArgs),
-    /// Run the coordinator: the leased job queue and the worker API.
-    Coordinator(vodfarm_coordinator::CoordinatorArgs),
     /// Run the whole system in one process on embedded defaults (private
     /// PostgreSQL and Redis under --data-dir unless DATABASE_URL/REDIS_URL
     /// are set).
     Dev(crate::dev::DevArgs),
-    /// Run an origin/shield server: the CDN's upstream for playlists,
-    /// segments, images and subtitles.
-    Origin(vodfarm_origin::OriginArgs),
     /// Run the creator API: accounts, channels, videos and tus uploads.
     Api(crate::api::ApiArgs),
-    /// Upload a video file (resumable; --wait follows it until playable).
-    Upload(crate::upload::UploadArgs),
+    /// Run the coordinator: the leased job queue and the worker API.
+    Coordinator(vodfarm_coordinator::CoordinatorArgs),
     /// Run a worker: lease transcode, thumbnail and manifest jobs from the
     /// coordinator and turn uploads into HLS renditions and thumbnails.
     Worker(vodfarm_gpu_worker::worker::WorkerArgs),
+    /// Run an origin/shield server: the CDN's upstream for playlists,
+    /// segments, images and subtitles.
+    Origin(vodfarm_origin::OriginArgs),
+    /// Upload a video file (resumable; --wait follows it until playable).
+    Upload(crate::upload::UploadArgs),
+    /// Create the database if needed and apply the schema (idempotent).
+    Migrate(crate::migrate::MigrateArgs),
 }
 
 /// Parses the command line and runs the chosen role to completion.
