@@ -59,7 +59,20 @@ fn vodfarm_bin() -> PathBuf {
 struct Proc(Child);
 
 impl Drop for Proc {
+    /// SIGTERM first: nginx's master then stops its workers (a SIGKILLed
+    /// master leaves them running), and our origin stops cleanly; SIGKILL
+    /// only if that takes more than 5 s.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
