@@ -31,7 +31,7 @@ pub struct ApiArgs {
     #[arg(
         long,
         env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/vodfarm"
+        default_value = vodfarm_core::config::DEFAULT_DATABASE_URL
     )]
     pub database_url: String,
     /// Object store for originals: s3://BUCKET[/PREFIX] (endpoint, region

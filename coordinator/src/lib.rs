@@ -42,7 +42,7 @@ pub struct CoordinatorArgs {
     #[arg(
         long,
         env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/vodfarm"
+        default_value = vodfarm_core::config::DEFAULT_DATABASE_URL
     )]
     pub database_url: String,
     /// Shared secret workers send as `Authorization: Bearer ...`.

@@ -2,6 +2,10 @@
 
 use std::time::Duration;
 
+/// The database every role uses when `DATABASE_URL` is not set: the local
+/// server's `vodfarm` database as the `postgres` user.
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/vodfarm";
+
 /// Parses a duration such as `250ms`, `5s`, `10m`, `1h` or a bare number
 /// of seconds (`30`). Used as a clap value parser.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {

@@ -105,7 +105,7 @@ pub struct OriginArgs {
     #[arg(
         long,
         env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/vodfarm"
+        default_value = vodfarm_core::config::DEFAULT_DATABASE_URL
     )]
     pub database_url: String,
     /// Secret shared with the api for playback tokens of private videos
