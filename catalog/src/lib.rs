@@ -2,18 +2,29 @@
 //!
 //! - the video vocabulary the api and origin share ([`VideoStatus`],
 //!   [`Privacy`]);
-//! - [`api`]: the routes for accounts, tokens and channels, and
-//! - [`videos`]: a video's metadata, playback URLs, edits and deletion.
+//! - [`router`] (`routes.rs`): every route, over [`CatalogState`]
+//!   (`state.rs`);
+//! - [`accounts`]: sign-up and log-in; [`channels`]: channels and their
+//!   video pages; [`videos`]: a video's metadata, playback URLs, edits
+//!   and deletion; `validate.rs`: the text checks they share.
+//!
+//! Dependencies inside the crate point one way: routes → handlers →
+//! {state, validate}; no handler module imports another's routes.
 //!
 //! Uploads (initiate + tus) live in the coordinator crate, which ends them
 //! by enqueuing jobs; `vodfarm api` serves both routers.
 
 #![warn(missing_docs)]
 
-pub mod api;
+pub mod accounts;
+pub mod channels;
+mod routes;
+mod state;
+mod validate;
 pub mod videos;
 
-pub use api::{router, CatalogSettings, CatalogState};
+pub use routes::router;
+pub use state::{CatalogSettings, CatalogState};
 
 use std::str::FromStr;
 

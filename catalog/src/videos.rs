@@ -2,7 +2,8 @@
 //! URLs, signed for private videos), edits, deletion and the background
 //! removal of a deleted video's objects.
 
-use crate::api::{check_text, unprocessable, CatalogState};
+use crate::state::CatalogState;
+use crate::validate::{check_text, unprocessable};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};

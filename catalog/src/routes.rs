@@ -1,0 +1,27 @@
+//! The catalog's HTTP routes. Uploads live in the coordinator crate.
+
+use crate::state::CatalogState;
+use crate::{accounts, channels, videos};
+use axum::routing::{get, post};
+use axum::Router;
+
+/// The routes: `/v1/users`, `/v1/tokens`, `/v1/channels…`,
+/// `GET|PATCH|DELETE /v1/videos/{video_id}`.
+pub fn router(state: CatalogState) -> Router {
+    Router::new()
+        .route("/v1/users", post(accounts::create_user))
+        .route("/v1/tokens", post(accounts::create_token))
+        .route("/v1/channels", post(channels::create_channel))
+        .route("/v1/channels/{channel_id}", get(channels::get_channel))
+        .route(
+            "/v1/channels/{channel_id}/videos",
+            get(channels::channel_videos),
+        )
+        .route(
+            "/v1/videos/{video_id}",
+            get(videos::get_video)
+                .patch(videos::patch_video)
+                .delete(videos::delete_video),
+        )
+        .with_state(state)
+}

@@ -1,0 +1,28 @@
+//! The catalog's shared state and settings.
+
+use sqlx::PgPool;
+use std::sync::Arc;
+use std::time::Duration;
+use vodfarm_core::store::SharedStore;
+
+/// How the catalog answers.
+#[derive(Debug, Clone)]
+pub struct CatalogSettings {
+    /// Base URL of the origin/CDN that playback URLs point at.
+    pub public_origin_url: String,
+    /// Secret shared with the origin for private videos' playback tokens.
+    pub signing_secret: Arc<[u8]>,
+    /// How long a private video's playback token lasts.
+    pub playback_token_ttl: Duration,
+}
+
+/// Shared state of the catalog handlers.
+#[derive(Debug, Clone)]
+pub struct CatalogState {
+    /// The database.
+    pub pool: PgPool,
+    /// The object store (deleted videos' objects are removed from it).
+    pub store: SharedStore,
+    /// Settings.
+    pub settings: Arc<CatalogSettings>,
+}
