@@ -2,32 +2,38 @@
 //!
 //! - Objects live in memory, in a [`moka`] cache bounded by their weight
 //!   in bytes (TinyLFU admission, LRU eviction).
-//! - A miss starts one fetch task per key ([`Flight`]); every request for
-//!   that key while it runs joins it and streams the bytes as they arrive
-//!   (each subscriber reads the chunks received so far, then waits on a
-//!   `watch` channel for more). The task runs detached from the request
-//!   that started it, so a client that hangs up does not cancel the fetch
-//!   for the others.
-//! - A fetch inserts its object into the cache *before* it leaves the
-//!   in-flight map, and a request that finds no flight re-checks the cache
-//!   under the same lock: N concurrent requests make exactly one upstream
-//!   fetch.
+//! - A miss starts one fetch task per key (a [`Flight`], see
+//!   [`crate::flight`]); every request for that key while it runs joins it
+//!   and streams the bytes as they arrive. The task runs detached from the
+//!   request that started it, so a client that hangs up does not cancel
+//!   the fetch for the others.
+//! - The task owns the flight's [`FlightOwner`](crate::flight): the flight
+//!   leaves the in-flight map exactly once, when the owner drops, and a
+//!   task that panics or is aborted fails its waiters with
+//!   [`FlightError::Abandoned`] instead of leaving them (and the key)
+//!   hanging.
+//! - A fetch inserts its object into the cache *before* its owner drops
+//!   (so before it leaves the in-flight map), and a request that finds no
+//!   flight re-checks the cache under the map's lock: N concurrent
+//!   requests make exactly one upstream fetch.
 //! - Objects over the size limit are not kept: the flight reports
 //!   [`FlightError::TooLarge`] and each request streams straight from the
 //!   upstream.
-//! - Purges ([`ObjectCache::purge_video`]) bump an epoch; a fetch that
-//!   started before a purge does not insert its object.
+//! - Purges ([`ObjectCache::purge_video`]) bump an epoch and forget the
+//!   video's flights; a fetch that started before a purge does not insert
+//!   its object.
 
+use crate::flight::{lock, FetchOutcome, FlightOwner, Flights, Join};
+pub use crate::flight::{Flight, FlightError};
 use crate::metrics::OriginMetrics;
 use crate::upstream::{Head, Upstream, UpstreamError};
 use crate::Route;
-use bytes::{Bytes, BytesMut};
-use futures::{Stream, StreamExt};
+use bytes::Bytes;
+use futures::StreamExt;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
 
 /// A cached object.
 #[derive(Debug)]
@@ -46,131 +52,6 @@ impl CachedObject {
     /// Whether it is still fresh.
     pub fn is_fresh(&self) -> bool {
         self.ttl.is_none_or(|ttl| self.fetched_at.elapsed() < ttl)
-    }
-}
-
-/// Why a flight produced no object.
-#[derive(Debug, Clone)]
-pub enum FlightError {
-    /// The upstream failed (or has no such object).
-    Upstream(UpstreamError),
-    /// The object is larger than the cache keeps: fetch it directly.
-    TooLarge(Head),
-}
-
-#[derive(Default)]
-struct FlightState {
-    head: Option<Result<Head, FlightError>>,
-    chunks: Vec<Bytes>,
-    done: Option<Result<(), UpstreamError>>,
-}
-
-/// One upstream fetch in progress, shared by every request for its key.
-pub struct Flight {
-    state: Mutex<FlightState>,
-    tx: watch::Sender<()>,
-}
-
-impl std::fmt::Debug for Flight {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Flight").finish_non_exhaustive()
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-impl Flight {
-    fn new() -> Arc<Flight> {
-        Arc::new(Flight {
-            state: Mutex::new(FlightState::default()),
-            tx: watch::channel(()).0,
-        })
-    }
-
-    fn update(&self, f: impl FnOnce(&mut FlightState)) {
-        f(&mut lock(&self.state));
-        self.tx.send_replace(());
-    }
-
-    /// Waits for the object's head (or the reason there is none).
-    pub async fn head(&self) -> Result<Head, FlightError> {
-        let mut rx = self.tx.subscribe();
-        loop {
-            if let Some(h) = lock(&self.state).head.clone() {
-                return h;
-            }
-            // The sender lives in `self`: `changed` cannot fail here.
-            let _ = rx.changed().await;
-        }
-    }
-
-    /// The bytes `first..=last` of the object as they arrive.
-    pub fn stream(
-        self: Arc<Self>,
-        first: u64,
-        last: u64,
-    ) -> impl Stream<Item = Result<Bytes, UpstreamError>> + Send + 'static {
-        let rx = self.tx.subscribe();
-        struct Reader {
-            flight: Arc<Flight>,
-            rx: watch::Receiver<()>,
-            idx: usize,
-            offset: u64,
-            first: u64,
-            end: u64,
-        }
-        let reader = Reader {
-            flight: self,
-            rx,
-            idx: 0,
-            offset: 0,
-            first,
-            end: last + 1,
-        };
-        futures::stream::unfold(reader, |mut r| async move {
-            loop {
-                if r.offset >= r.end {
-                    return None;
-                }
-                let next = {
-                    let st = lock(&r.flight.state);
-                    if let Some(c) = st.chunks.get(r.idx) {
-                        Some(Ok(c.clone()))
-                    } else {
-                        match &st.done {
-                            Some(Err(e)) => Some(Err(e.clone())),
-                            Some(Ok(())) => Some(Err(UpstreamError::Failed(
-                                "upstream body ended early".into(),
-                            ))),
-                            None => None,
-                        }
-                    }
-                };
-                match next {
-                    Some(Ok(chunk)) => {
-                        r.idx += 1;
-                        let start = r.offset;
-                        let stop = start + chunk.len() as u64;
-                        r.offset = stop;
-                        let a = r.first.max(start);
-                        let b = r.end.min(stop);
-                        if a < b {
-                            let piece = chunk.slice((a - start) as usize..(b - start) as usize);
-                            return Some((Ok(piece), r));
-                        }
-                    }
-                    Some(Err(e)) => {
-                        r.offset = r.end;
-                        return Some((Err(e), r));
-                    }
-                    None => {
-                        let _ = r.rx.changed().await;
-                    }
-                }
-            }
-        })
     }
 }
 
@@ -219,7 +100,7 @@ pub struct ObjectCache {
     /// eviction listener).
     by_video: Arc<Mutex<HashMap<String, HashSet<String>>>>,
     too_large: moka::sync::Cache<String, ()>,
-    flights: Mutex<HashMap<String, Arc<Flight>>>,
+    flights: Flights,
     epoch: AtomicU64,
     upstream: Upstream,
     settings: CacheSettings,
@@ -269,7 +150,7 @@ impl ObjectCache {
             objects,
             by_video,
             too_large: moka::sync::Cache::new(10_000),
-            flights: Mutex::new(HashMap::new()),
+            flights: Flights::new(&metrics),
             epoch: AtomicU64::new(0),
             upstream,
             settings,
@@ -309,65 +190,53 @@ impl ObjectCache {
     /// Joins the fetch of `route`'s object, starting it if none runs.
     pub fn join(self: &Arc<Self>, route: &Route, path: &str) -> Joined {
         let key = route.key.as_str();
-        let mut flights = lock(&self.flights);
-        if let Some(f) = flights.get(key) {
-            return Joined::Flight {
-                flight: f.clone(),
-                leader: false,
-            };
-        }
         // A flight that just ended inserted its object before leaving the
-        // map: look again under the lock.
-        if let Lookup::Fresh(o) = self.lookup(key) {
-            return Joined::Cached(o);
-        }
-        let flight = Flight::new();
-        flights.insert(key.to_owned(), flight.clone());
-        drop(flights);
+        // map: `join` looks again under the map's lock.
+        let check = || match self.lookup(key) {
+            Lookup::Fresh(o) => Some(o),
+            _ => None,
+        };
+        let owner = match self.flights.join(key, check) {
+            Join::Running(flight) => {
+                return Joined::Flight {
+                    flight,
+                    leader: false,
+                }
+            }
+            Join::Found(o) => return Joined::Cached(o),
+            Join::Started(owner) => owner,
+        };
+        let flight = owner.flight().clone();
         let epoch = self.epoch.load(Ordering::SeqCst);
-        tokio::spawn(self.clone().run_flight(
-            flight.clone(),
-            route.clone(),
-            path.to_owned(),
-            epoch,
-        ));
+        tokio::spawn(
+            self.clone()
+                .run_flight(owner, route.clone(), path.to_owned(), epoch),
+        );
         Joined::Flight {
             flight,
             leader: true,
         }
     }
 
-    fn leave(&self, key: &str, flight: &Arc<Flight>) {
-        let mut flights = lock(&self.flights);
-        if flights.get(key).is_some_and(|f| Arc::ptr_eq(f, flight)) {
-            flights.remove(key);
-        }
-    }
-
+    /// The fetch task: fills the flight, then keeps the object (unless a
+    /// purge came meanwhile). Every return ends the flight through
+    /// `owner`; a panic or an abort drops `owner` unended, which fails the
+    /// waiters.
     async fn run_flight(
         self: Arc<Self>,
-        flight: Arc<Flight>,
+        mut owner: FlightOwner,
         route: Route,
         path: String,
         epoch: u64,
     ) {
-        let key = route.key.as_str().to_owned();
+        let key = route.key.as_str();
         let started = Instant::now();
         let timeout = self.settings.upstream_timeout;
         let result = self.upstream.fetch(&route, &path, None, timeout).await;
         self.metrics
             .upstream_latency
             .observe(started.elapsed().as_secs_f64());
-        let outcome = match &result {
-            Ok(_) => "ok",
-            Err(UpstreamError::NotFound) => "not_found",
-            Err(UpstreamError::Timeout) => "timeout",
-            Err(_) => "error",
-        };
-        self.metrics
-            .upstream_fetches
-            .with_label_values(&[outcome])
-            .inc();
+        owner.count_fetch(FetchOutcome::of(&result));
         let mut fetched = match result {
             Ok(f) => f,
             Err(e) => {
@@ -376,19 +245,15 @@ impl ObjectCache {
                 } else {
                     tracing::warn!(key, error = %e, "upstream fetch failed");
                 }
-                self.leave(&key, &flight);
-                flight.update(|s| s.head = Some(Err(FlightError::Upstream(e))));
-                return;
+                return owner.end(Err(FlightError::Upstream(e)));
             }
         };
         let head = fetched.head.clone();
         if head.size > self.settings.max_object {
-            self.too_large.insert(key.clone(), ());
-            self.leave(&key, &flight);
-            flight.update(|s| s.head = Some(Err(FlightError::TooLarge(head))));
-            return;
+            self.too_large.insert(key.to_owned(), ());
+            return owner.end(Err(FlightError::TooLarge(head)));
         }
-        flight.update(|s| s.head = Some(Ok(head.clone())));
+        owner.publish_head(head.clone());
         let mut received = 0u64;
         let mut failure = None;
         while let Some(chunk) = fetched.body.next().await {
@@ -400,7 +265,7 @@ impl ObjectCache {
                         failure = Some(UpstreamError::Failed("upstream body too long".into()));
                         break;
                     }
-                    flight.update(|s| s.chunks.push(c));
+                    owner.push(c);
                 }
                 Err(e) => {
                     failure = Some(e);
@@ -413,50 +278,35 @@ impl ObjectCache {
         }
         if let Some(e) = failure {
             tracing::warn!(key, error = %e, "upstream body failed");
-            self.leave(&key, &flight);
-            flight.update(|s| s.done = Some(Err(e)));
-            return;
+            return owner.end(Err(FlightError::Upstream(e)));
         }
-        let body = {
-            let st = lock(&flight.state);
-            if st.chunks.len() == 1 {
-                st.chunks[0].clone()
-            } else {
-                let mut buf = BytesMut::with_capacity(head.size as usize);
-                for c in &st.chunks {
-                    buf.extend_from_slice(c);
-                }
-                buf.freeze()
-            }
-        };
         let object = Arc::new(CachedObject {
             head,
-            body,
+            body: owner.body(),
             fetched_at: Instant::now(),
             ttl: route.is_playlist.then_some(self.settings.playlist_ttl),
         });
         if self.epoch.load(Ordering::SeqCst) == epoch {
-            if let Some(video) = video_of(&key) {
+            if let Some(video) = video_of(key) {
                 lock(&self.by_video)
                     .entry(video.to_owned())
                     .or_default()
-                    .insert(key.clone());
+                    .insert(key.to_owned());
             }
-            self.objects.insert(key.clone(), object);
+            self.objects.insert(key.to_owned(), object);
             // A purge that raced the insert must still win.
             if self.epoch.load(Ordering::SeqCst) != epoch {
-                self.objects.invalidate(&key);
+                self.objects.invalidate(key);
             }
         }
-        self.leave(&key, &flight);
-        flight.update(|s| s.done = Some(Ok(())));
+        owner.end(Ok(()));
     }
 
     /// Drops every cached object of `video_id`; fetches already running
     /// for it will not insert theirs.
     pub fn purge_video(&self, video_id: &str) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
-        lock(&self.flights).retain(|k, _| video_of(k) != Some(video_id));
+        self.flights.forget(|k| video_of(k) == Some(video_id));
         let keys = lock(&self.by_video).remove(video_id).unwrap_or_default();
         for k in keys {
             self.objects.invalidate(&k);
@@ -466,9 +316,15 @@ impl ObjectCache {
     /// Drops every cached object.
     pub fn purge_all(&self) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
-        lock(&self.flights).clear();
+        self.flights.forget(|_| true);
         lock(&self.by_video).clear();
         self.objects.invalidate_all();
+    }
+
+    /// The running flights.
+    #[cfg(test)]
+    pub(crate) fn flights(&self) -> &Flights {
+        &self.flights
     }
 
     /// Weighed size (bytes) and number of cached objects.
@@ -481,6 +337,9 @@ impl ObjectCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures::TryStreamExt;
+    use std::sync::atomic::AtomicUsize;
+    use vodfarm_core::store::LocalStore;
 
     #[test]
     fn video_of_layout_keys() {
@@ -489,52 +348,43 @@ mod tests {
         assert_eq!(video_of("x"), None);
     }
 
-    #[tokio::test]
-    async fn subscribers_get_their_range_across_chunks() {
-        let f = Flight::new();
-        let s = f.clone().stream(3, 8);
-        let all = f.clone().stream(0, 9);
-        let late =
-            tokio::spawn(async move { s.map(|r| r.unwrap()).collect::<Vec<_>>().await.concat() });
-        f.update(|st| st.chunks.push(Bytes::from_static(b"0123")));
-        tokio::task::yield_now().await;
-        f.update(|st| st.chunks.push(Bytes::from_static(b"456")));
-        f.update(|st| st.chunks.push(Bytes::from_static(b"789")));
-        f.update(|st| st.done = Some(Ok(())));
-        assert_eq!(late.await.unwrap(), b"345678");
-        let v: Vec<u8> = all.map(|r| r.unwrap()).collect::<Vec<_>>().await.concat();
-        assert_eq!(v, b"0123456789");
+    /// A fresh directory store, removed on drop.
+    struct TempStore {
+        dir: std::path::PathBuf,
+        store: LocalStore,
     }
 
-    #[tokio::test]
-    async fn subscribers_see_upstream_failure() {
-        let f = Flight::new();
-        let s = f.clone().stream(0, 9);
-        f.update(|st| st.chunks.push(Bytes::from_static(b"0123")));
-        f.update(|st| st.done = Some(Err(UpstreamError::Timeout)));
-        let got: Vec<_> = s.collect().await;
-        assert_eq!(got.len(), 2);
-        assert!(got[0].is_ok());
-        assert!(matches!(got[1], Err(UpstreamError::Timeout)));
+    impl TempStore {
+        async fn new(name: &str) -> TempStore {
+            let dir =
+                std::env::temp_dir().join(format!("vodfarm-cache-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            let store = LocalStore::new(&dir).await.unwrap();
+            TempStore { dir, store }
+        }
     }
-}
 
-#[cfg(test)]
-mod purge_tests {
-    use super::*;
+    impl Drop for TempStore {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn settings() -> CacheSettings {
+        CacheSettings {
+            max_bytes: 1 << 20,
+            max_object: 1 << 20,
+            upstream_timeout: Duration::from_secs(5),
+            playlist_ttl: Duration::from_secs(1),
+        }
+    }
 
     #[tokio::test]
     async fn purge_empties_the_counts() {
-        let dir = std::env::temp_dir().join(format!("vodfarm-purge-{}", std::process::id()));
-        let store = vodfarm_core::store::LocalStore::new(&dir).await.unwrap();
+        let tmp = TempStore::new("purge").await;
         let cache = ObjectCache::new(
-            Upstream::Store(Arc::new(store)),
-            CacheSettings {
-                max_bytes: 1 << 20,
-                max_object: 1 << 20,
-                upstream_timeout: Duration::from_secs(1),
-                playlist_ttl: Duration::from_secs(1),
-            },
+            Upstream::Store(Arc::new(tmp.store.clone())),
+            settings(),
             OriginMetrics::new().unwrap(),
         );
         for k in [
@@ -570,8 +420,150 @@ mod purge_tests {
             cache.lookup("encoded/v_b/master.m3u8"),
             Lookup::Fresh(_)
         ));
-        let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(cache.usage().1, 1);
         assert_eq!(lock(&cache.by_video).len(), 1);
+    }
+
+    /// A next tier that answers each request on a connection of its own
+    /// (`Connection: close`): the first with half the body, then nothing
+    /// more until the connection is dropped; the others with the whole
+    /// body. Counts requests.
+    struct StallingTier {
+        base: String,
+        requests: Arc<AtomicUsize>,
+    }
+
+    impl StallingTier {
+        async fn start(body: Bytes) -> StallingTier {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let base = format!("http://{}", listener.local_addr().unwrap());
+            let requests = Arc::new(AtomicUsize::new(0));
+            let count = requests.clone();
+            tokio::spawn(async move {
+                while let Ok((mut conn, _)) = listener.accept().await {
+                    let n = count.fetch_add(1, Ordering::SeqCst);
+                    let body = body.clone();
+                    tokio::spawn(async move {
+                        let mut req = Vec::new();
+                        let mut buf = [0u8; 1024];
+                        while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match conn.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(k) => req.extend_from_slice(&buf[..k]),
+                            }
+                        }
+                        let head = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nETag: \"abc\"\r\nConnection: close\r\n\r\n",
+                            body.len()
+                        );
+                        let sent = if n == 0 { body.len() / 2 } else { body.len() };
+                        if conn.write_all(head.as_bytes()).await.is_err()
+                            || conn.write_all(&body[..sent]).await.is_err()
+                        {
+                            return;
+                        }
+                        // Hold the rest back until the client goes away.
+                        let _ = conn.read(&mut buf).await;
+                    });
+                }
+            });
+            StallingTier { base, requests }
+        }
+    }
+
+    const PATH: &str = "/v/v_a/720p/segment_0.ts";
+    const PROMPTLY: Duration = Duration::from_secs(5);
+
+    fn join(cache: &Arc<ObjectCache>) -> (Arc<Flight>, bool) {
+        match cache.join(&crate::route(PATH).unwrap(), PATH) {
+            Joined::Flight { flight, leader } => (flight, leader),
+            Joined::Cached(_) => panic!("unexpectedly cached"),
+        }
+    }
+
+    /// Would hang before flights had owners: the fetch task was the only
+    /// thing that took a flight out of the map or ended it, so a task that
+    /// died (aborted here; a panic drops it the same way) left its waiters
+    /// waiting forever and its key joined by every later request.
+    #[tokio::test]
+    async fn an_aborted_fetch_fails_its_waiters_and_the_next_request_fetches_again() {
+        let body: Bytes = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let tier = StallingTier::start(body.clone()).await;
+        let cache = Arc::new(ObjectCache::new(
+            Upstream::Origin(Box::new(
+                crate::upstream::HttpUpstream::new(&tier.base, None).unwrap(),
+            )),
+            settings(),
+            OriginMetrics::new().unwrap(),
+        ));
+        let route = crate::route(PATH).unwrap();
+        let key = route.key.as_str();
+
+        // Start the flight as `join` does, keeping the task's handle.
+        let Join::Started(owner) = cache.flights.join(key, || None::<()>) else {
+            panic!("a flight already ran");
+        };
+        let task = tokio::spawn(
+            cache
+                .clone()
+                .run_flight(owner, route.clone(), PATH.to_owned(), 0),
+        );
+        let (flight, leader) = join(&cache);
+        assert!(!leader, "the second request did not join the flight");
+        let head = tokio::time::timeout(PROMPTLY, flight.head())
+            .await
+            .expect("no head")
+            .unwrap();
+        assert_eq!(head.size, body.len() as u64);
+        // It streams the first half while the fetch runs.
+        let mut stream = flight.clone().stream(0, head.size - 1).boxed();
+        let mut got = Vec::new();
+        while got.len() < body.len() / 2 {
+            let chunk = tokio::time::timeout(PROMPTLY, stream.next())
+                .await
+                .expect("the first half did not come")
+                .unwrap()
+                .unwrap();
+            got.extend_from_slice(&chunk);
+        }
+        assert_eq!(got, body[..body.len() / 2]);
+
+        task.abort();
+        let end = tokio::time::timeout(PROMPTLY, stream.next())
+            .await
+            .expect("the waiter hangs on the abandoned flight");
+        assert!(matches!(end, Some(Err(FlightError::Abandoned))), "{end:?}");
+        assert!(flight.is_done());
+        assert!(
+            !cache.flights.contains(key),
+            "the abandoned flight is still in the map"
+        );
+        // It had answered: counted as ok, not as abandoned.
+        let fetches = |o: &str| cache.metrics.upstream_fetches.with_label_values(&[o]).get();
+        assert_eq!((fetches("ok"), fetches("abandoned")), (1, 0));
+
+        // The next request starts a fetch of its own, which succeeds.
+        let (flight, leader) = join(&cache);
+        assert!(leader, "the next request joined the abandoned flight");
+        let got: Vec<Bytes> = tokio::time::timeout(
+            PROMPTLY,
+            flight.clone().stream(0, head.size - 1).try_collect(),
+        )
+        .await
+        .expect("the new fetch hung")
+        .unwrap();
+        assert_eq!(got.concat(), body[..]);
+        assert_eq!(tier.requests.load(Ordering::SeqCst), 2);
+        tokio::time::timeout(PROMPTLY, async {
+            while !flight.is_done() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the new flight did not end");
+        assert!(matches!(cache.lookup(key), Lookup::Fresh(_)));
+        assert!(!cache.flights.contains(key));
+        assert_eq!(fetches("ok"), 2);
     }
 }

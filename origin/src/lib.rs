@@ -5,17 +5,20 @@
 //!
 //! - [`route`]: CDN path → object key, refusing anything else.
 //! - [`upstream`]: the object store or the next tier.
-//! - [`cache`]: byte-bounded cache, single-flight fetches that waiters
-//!   stream from.
+//! - [`cache`]: byte-bounded cache in front of the upstream.
+//! - [`flight`]: single-flight fetches that waiters stream from; a fetch
+//!   task that dies fails its waiters instead of leaving them hanging.
 //! - [`access`]: video state from PostgreSQL, invalidated by NOTIFY;
 //!   playback tokens.
-//! - [`server`]: HTTP semantics and the access log.
+//! - [`server`]: each request through named phases (route → access →
+//!   lookup → respond → log): HTTP semantics and the access log.
 //! - [`run`]: the `vodfarm origin` role.
 
 #![warn(missing_docs)]
 
 pub mod access;
 pub mod cache;
+pub mod flight;
 pub mod metrics;
 pub mod server;
 pub mod upstream;

@@ -26,7 +26,9 @@ pub struct OriginMetrics {
     /// `vodfarm_origin_bytes_out_total`: body bytes sent to clients.
     pub bytes_out: IntCounter,
     /// `vodfarm_origin_upstream_fetches_total{outcome}`: requests to the
-    /// upstream (object store or the next tier).
+    /// upstream (object store or the next tier), by how the upstream
+    /// answered: `ok`, `not_found`, `timeout`, `error`, or `abandoned` (the
+    /// fetch task died first; see [`crate::flight::FetchOutcome`]).
     pub upstream_fetches: IntCounterVec,
     /// `vodfarm_origin_upstream_first_byte_seconds`: time to the upstream's
     /// answer (headers).
