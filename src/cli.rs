@@ -1,7 +1,8 @@
 //! The command line: one binary, a subcommand per role.
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
-use vodfarm_core::telemetry::{init_tracing, LogFormat};
+use vodfarm_core::telemetry::{init_tracing_with, AccessLog, LogFormat};
 
 /// vodfarm: a video-on-demand backend. Creators upload, a farm of GPU
 /// workers transcodes to an HLS ladder, an origin serves it to CDNs.
@@ -41,16 +42,30 @@ pub enum Command {
     Upload(crate::upload::UploadArgs),
     /// Create the database if needed and apply the schema (idempotent).
     Migrate(crate::migrate::MigrateArgs),
+    /// Operators: list, show, retry and cancel jobs (over the
+    /// coordinator's operator API; token from VODFARM_ADMIN_TOKEN).
+    Jobs(crate::ops::JobsArgs),
+    /// Operators: the workers the coordinators heard from.
+    Workers(crate::ops::WorkersArgs),
+    /// Operators: a video's processing state, renditions and jobs.
+    Videos(crate::ops::VideosArgs),
 }
 
 /// Parses the command line and runs the chosen role to completion.
 pub async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_tracing(if cli.log_format == "json" {
+    let format = if cli.log_format == "json" {
         LogFormat::Json
     } else {
         LogFormat::Text
-    });
+    };
+    let access = match &cli.command {
+        Command::Dev(args) => args
+            .access_log()
+            .with_context(|| format!("creating {}", args.data_dir.display()))?,
+        _ => AccessLog::Console,
+    };
+    init_tracing_with(format, access).context("opening the access log")?;
     match cli.command {
         Command::Migrate(args) => {
             let applied = crate::migrate::migrate(&args.database_url).await?;
@@ -70,6 +85,9 @@ pub async fn main() -> anyhow::Result<()> {
         Command::Upload(args) => {
             crate::upload::run(args).await?;
         }
+        Command::Jobs(args) => crate::ops::run_jobs(args).await?,
+        Command::Workers(args) => crate::ops::run_workers(args).await?,
+        Command::Videos(args) => crate::ops::run_videos(args).await?,
         Command::Worker(args) => {
             vodfarm_gpu_worker::worker::run(args, crate::shutdown_signal()).await?;
         }

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod dev;
 pub mod migrate;
 pub mod openapi;
+pub mod ops;
 pub mod upload;
 pub mod web;
 

@@ -145,6 +145,11 @@ async function play(videoId) {
   $("player-title").textContent = v.title;
   $("player-links").textContent = "master.m3u8: " + master;
   const video = $("video");
+  // The poster: the default thumbnail (a frame from the video) until the
+  // first frame plays, so the player never starts as a black box.
+  const poster = playback.thumbnail_url ||
+    ((v.thumbnails || []).find((t) => t.kind === "default") || {}).url;
+  if (poster) video.poster = poster; else video.removeAttribute("poster");
   if (state.hls) state.hls.destroy();
   const hls = new Hls({ capLevelToPlayerSize: false });
   state.hls = hls;

@@ -2,15 +2,15 @@
 
 use crate::dispatch::Dispatcher;
 use crate::metrics::CoordinatorMetrics;
+use crate::operator;
 use crate::queue::{JobQueue, LeaseFilter, QueueError, WorkerSighting};
-use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use chrono::Utc;
-use serde::Deserialize;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,8 +18,7 @@ use vodfarm_core::http::{bearer_token, not_found_fallback, ApiError, ApiJson};
 use vodfarm_core::ids::constant_time_eq;
 use vodfarm_core::jobs::{
     CompleteRequest, CompleteResponse, FailRequest, FailResponse, HeartbeatRequest,
-    HeartbeatResponse, JobList, JobStatus, JobView, LeaseRequest, LeaseResponse, QueueStats,
-    ReleaseRequest, ReleaseResponse,
+    HeartbeatResponse, JobStatus, LeaseRequest, LeaseResponse, ReleaseRequest, ReleaseResponse,
 };
 use vodfarm_core::telemetry::{render_metrics, METRICS_CONTENT_TYPE};
 
@@ -83,7 +82,9 @@ impl From<QueueError> for ApiError {
                 ApiError::new(StatusCode::NOT_FOUND, "job_not_found", e.to_string())
             }
             QueueError::LeaseLost { .. } => ApiError::conflict("lease_lost", e.to_string()),
-            QueueError::InvalidState { .. } => ApiError::conflict("invalid_state", e.to_string()),
+            QueueError::InvalidState { .. } | QueueError::NothingToRetry(_) => {
+                ApiError::conflict("invalid_state", e.to_string())
+            }
             QueueError::InvalidInput(_) => ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid_request",
@@ -111,11 +112,14 @@ pub fn router(state: AppState) -> Router {
             require_worker,
         ));
     let operator = Router::new()
-        .route("/v1/jobs", get(list_jobs))
-        .route("/v1/jobs/{id}", get(get_job))
-        .route("/v1/jobs/{id}/retry", post(retry_job))
-        .route("/v1/jobs/{id}/cancel", post(cancel_job))
-        .route("/v1/queue/stats", get(queue_stats))
+        .route("/v1/jobs", get(operator::list_jobs))
+        .route("/v1/jobs/{id}", get(operator::get_job))
+        .route("/v1/jobs/{id}/retry", post(operator::retry_job))
+        .route("/v1/jobs/{id}/cancel", post(operator::cancel_job))
+        .route("/v1/queue/stats", get(operator::queue_stats))
+        .route("/v1/workers", get(operator::list_workers))
+        .route("/v1/videos/{video_id}", get(operator::get_video))
+        .route("/v1/videos/{video_id}/retry", post(operator::retry_video))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             require_operator,
@@ -172,7 +176,7 @@ async fn count_requests(State(s): State<AppState>, req: Request, next: Next) -> 
     resp
 }
 
-fn parse_id(raw: &str) -> Result<i64, ApiError> {
+pub(crate) fn parse_id(raw: &str) -> Result<i64, ApiError> {
     raw.parse::<i64>().ok().filter(|id| *id > 0).ok_or_else(|| {
         ApiError::bad_request(format!("job id must be a positive integer, got {raw:?}"))
     })
@@ -321,71 +325,6 @@ async fn release(
     Ok(ApiJson(ReleaseResponse {
         status: JobStatus::Pending,
     }))
-}
-
-#[derive(Debug, Deserialize)]
-struct ListParams {
-    status: Option<String>,
-    video_id: Option<String>,
-    limit: Option<String>,
-    before: Option<String>,
-}
-
-async fn list_jobs(
-    State(s): State<AppState>,
-    Query(p): Query<ListParams>,
-) -> Result<ApiJson<JobList>, ApiError> {
-    let status = p
-        .status
-        .as_deref()
-        .map(|v| {
-            v.parse::<JobStatus>()
-                .map_err(|e| ApiError::bad_request(e.to_string()))
-        })
-        .transpose()?;
-    let limit = match p.limit.as_deref() {
-        None => 100,
-        Some(v) => v
-            .parse::<i64>()
-            .ok()
-            .filter(|n| (1..=1000).contains(n))
-            .ok_or_else(|| ApiError::bad_request("limit must be between 1 and 1000"))?,
-    };
-    let before = p.before.as_deref().map(parse_id).transpose()?;
-    let jobs = s
-        .queue
-        .list(status, p.video_id.as_deref(), limit, before)
-        .await?;
-    Ok(ApiJson(JobList { jobs }))
-}
-
-async fn get_job(
-    State(s): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<ApiJson<JobView>, ApiError> {
-    Ok(ApiJson(s.queue.get(parse_id(&id)?).await?))
-}
-
-async fn retry_job(
-    State(s): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<ApiJson<JobView>, ApiError> {
-    let view = s.queue.retry(parse_id(&id)?).await?;
-    tracing::info!(job_id = view.id, video_id = %view.video_id, "job retried by operator");
-    Ok(ApiJson(view))
-}
-
-async fn cancel_job(
-    State(s): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<ApiJson<JobView>, ApiError> {
-    let view = s.queue.cancel(parse_id(&id)?).await?;
-    tracing::info!(job_id = view.id, video_id = %view.video_id, "job cancelled by operator");
-    Ok(ApiJson(view))
-}
-
-async fn queue_stats(State(s): State<AppState>) -> Result<ApiJson<QueueStats>, ApiError> {
-    Ok(ApiJson(s.queue.stats().await?))
 }
 
 async fn readyz(State(s): State<AppState>) -> Result<&'static str, ApiError> {

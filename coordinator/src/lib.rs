@@ -15,6 +15,7 @@
 pub mod api;
 pub mod dispatch;
 pub mod metrics;
+mod operator;
 pub mod pipeline;
 pub mod queue;
 pub mod uploads;

@@ -468,6 +468,85 @@ pub struct WorkerSeen {
     pub last_seen_at: DateTime<Utc>,
 }
 
+/// `GET /v1/workers` (operator): every worker any coordinator replica
+/// heard from, most recently seen first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkerList {
+    /// The workers.
+    pub workers: Vec<WorkerView>,
+}
+
+/// One worker as an operator sees it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkerView {
+    /// Its id (`--worker-id`).
+    pub worker_id: String,
+    /// Capabilities it advertised (e.g. `nvenc`).
+    pub capabilities: Vec<String>,
+    /// Job types it leases.
+    pub job_types: Vec<String>,
+    /// Jobs it holds a lease on now.
+    pub jobs_running: i64,
+    /// Last poll or write.
+    pub last_seen_at: DateTime<Utc>,
+}
+
+/// `GET /v1/videos/{video_id}` on the coordinator (operator): a video's
+/// processing state with its jobs and renditions.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VideoOpsView {
+    /// Public id.
+    pub video_id: String,
+    /// Title.
+    pub title: String,
+    /// The owning channel's public id.
+    pub channel_id: String,
+    /// `uploading`, `processing`, `ready`, `failed` or `deleted`.
+    pub status: String,
+    /// `public`, `unlisted` or `private`.
+    pub privacy: String,
+    /// Mean progress of its jobs, percent.
+    pub processing_progress: i32,
+    /// Why processing failed.
+    pub processing_error: Option<String>,
+    /// Probed duration (0 until probed).
+    pub duration_seconds: i32,
+    /// Size of the original, bytes.
+    pub original_size_bytes: Option<i64>,
+    /// When the upload began.
+    pub uploaded_at: Option<DateTime<Utc>>,
+    /// Renditions recorded so far.
+    pub encodings: Vec<EncodingView>,
+    /// Every job of the video, oldest first.
+    pub jobs: Vec<JobView>,
+}
+
+/// A recorded rendition.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EncodingView {
+    /// `240p`, `720p`, `1080p`.
+    pub resolution: String,
+    /// Average bitrate, bits/s.
+    pub bitrate: i32,
+    /// Frame width.
+    pub width: Option<i32>,
+    /// Frame height.
+    pub height: Option<i32>,
+    /// Segments in its playlist.
+    pub segment_count: Option<i32>,
+    /// Bytes of all its segments.
+    pub file_size_bytes: i64,
+    /// Its media playlist's object key.
+    pub manifest_path: Option<String>,
+}
+
+/// `POST /v1/videos/{video_id}/retry` (operator): the jobs reopened.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RetryReport {
+    /// The video's jobs after the retry.
+    pub jobs: Vec<JobView>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,8 +4,10 @@
 //
 // 1. the page loads and lists the demo video;
 // 2. the demo video plays: currentTime advances;
-// 3. switching quality fetches a segment of every rendition;
-// 4. an upload through the form completes (tus-js-client);
+// 3. the player has the video's thumbnail as its poster, and it loads;
+// 4. the quality menu lists the whole ladder (the demo is 1080p: 240p,
+//    720p and 1080p), and choosing each fetches a segment of it;
+// 5. an upload through the form completes (tus-js-client);
 // Screenshots go to OUT_DIR. Exits non-zero with a message on failure.
 import { chromium } from "playwright-core";
 import fs from "node:fs";
@@ -55,10 +57,22 @@ try {
   check(t2 > t1, `video plays (currentTime ${t1.toFixed(2)} → ${t2.toFixed(2)})`);
   await shot(page, "02-playing");
 
+  // The poster is the video's default thumbnail, served by the origin.
+  const poster = await page.evaluate(() => document.getElementById("video").poster);
+  check(/\/t\/[^/]+\/default\.jpg/.test(poster), `the player's poster is the thumbnail (${poster})`);
+  const posterType = await page.evaluate(async (u) => {
+    const r = await fetch(u);
+    return r.ok ? r.headers.get("content-type") : "HTTP " + r.status;
+  }, poster);
+  check(posterType === "image/jpeg", `the poster loads as a JPEG (${posterType})`);
+
   // Every rendition: pick it in the quality menu, wait for one of its segments.
   const options = await page.$$eval("#quality option", (os) => os.map((o) => [o.value, o.textContent]));
   const levels = options.filter(([v]) => v !== "-1");
-  check(levels.length >= 1, `quality menu lists ${levels.length} renditions`);
+  const rungs = levels.map(([, label]) => label.split(" ")[0]).sort();
+  const ladder = (process.env.EXPECT_RUNGS || "").split(",").filter(Boolean).sort();
+  check(ladder.length === 0 || JSON.stringify(rungs) === JSON.stringify(ladder),
+    `quality menu lists ${rungs.join(", ")}` + (ladder.length ? ` (expected ${ladder.join(", ")})` : ""));
   for (const [value, label] of levels) {
     const rung = label.split(" ")[0];
     await page.selectOption("#quality", value);

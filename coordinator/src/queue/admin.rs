@@ -7,6 +7,17 @@ use super::{JobQueue, QueueError};
 use sqlx::Row;
 use vodfarm_core::jobs::{JobCount, JobStatus, JobType, JobView, QueueStats, WorkerSeen};
 
+/// Which jobs [`JobQueue::list`] answers (`None`: any).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JobFilter<'a> {
+    /// Only jobs in this status.
+    pub status: Option<JobStatus>,
+    /// Only jobs of this type.
+    pub job_type: Option<JobType>,
+    /// Only the jobs of this video (public id).
+    pub video_id: Option<&'a str>,
+}
+
 impl JobQueue {
     /// Puts a failed or cancelled job back to `pending` with fresh
     /// attempts; the video's other failed or cancelled jobs reopen with it
@@ -103,12 +114,11 @@ impl JobQueue {
         job_view_from_row(&row)
     }
 
-    /// Jobs, newest first, filtered by status and the video's public id;
-    /// `before_id` pages (keyset).
+    /// Jobs, newest first, filtered by status, type and the video's
+    /// public id; `before_id` pages (keyset).
     pub async fn list(
         &self,
-        status: Option<JobStatus>,
-        video_id: Option<&str>,
+        filter: &JobFilter<'_>,
         limit: i64,
         before_id: Option<i64>,
     ) -> Result<Vec<JobView>, QueueError> {
@@ -117,13 +127,15 @@ impl JobQueue {
              WHERE ($1::text IS NULL OR j.status = $1)
                AND ($2::text IS NULL OR v.video_id = $2)
                AND ($3::bigint IS NULL OR j.id < $3)
+               AND ($5::text IS NULL OR j.job_type = $5)
              ORDER BY j.id DESC LIMIT $4"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(status.map(|s| s.as_str()))
-            .bind(video_id)
+            .bind(filter.status.map(|s| s.as_str()))
+            .bind(filter.video_id)
             .bind(before_id)
             .bind(limit)
+            .bind(filter.job_type.map(|t| t.as_str()))
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(job_view_from_row).collect()

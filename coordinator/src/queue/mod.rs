@@ -30,8 +30,10 @@ mod lease;
 mod outputs;
 mod rows;
 mod video;
+mod video_admin;
 mod workers;
 
+pub use admin::JobFilter;
 pub use enqueue::NewJob;
 pub use lease::{LeaseFilter, ReapReport};
 pub use workers::WorkerSighting;
@@ -68,6 +70,9 @@ pub enum QueueError {
     /// A request's values are out of range or malformed.
     #[error("{0}")]
     InvalidInput(String),
+    /// An operator asked to retry a video with no failed or cancelled job.
+    #[error("video {0} has no failed or cancelled job to retry")]
+    NothingToRetry(String),
     /// The database failed.
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),

@@ -1,7 +1,10 @@
-//! Workers seen polling, flushed to the `workers` table in batches.
+//! Workers seen polling, flushed to the `workers` table in batches, and
+//! the operator's list of them.
 
 use super::{JobQueue, QueueError};
 use chrono::{DateTime, Utc};
+use sqlx::Row;
+use vodfarm_core::jobs::WorkerView;
 
 /// A worker heard from: what it polled with, and when.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,5 +48,36 @@ impl JobQueue {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// Every worker any replica heard from, most recently seen first, with
+    /// the jobs each holds a lease on now.
+    pub async fn list_workers(&self) -> Result<Vec<WorkerView>, QueueError> {
+        let rows = sqlx::query(
+            // Leased rows are exactly those with a lease expiry (CHECK
+            // lease_iff_processing), which idx_jobs_lease_expiry finds
+            // without reading the finished jobs.
+            "SELECT w.worker_id, w.capabilities, w.job_types, w.last_seen_at,
+                    coalesce(r.running, 0) AS running
+             FROM workers w
+             LEFT JOIN (SELECT worker_id, count(*) AS running FROM processing_jobs
+                        WHERE lease_expires_at IS NOT NULL AND status = 'processing'
+                        GROUP BY worker_id) r ON r.worker_id = w.worker_id
+             ORDER BY w.last_seen_at DESC, w.worker_id
+             LIMIT 10000",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(WorkerView {
+                    worker_id: r.try_get("worker_id")?,
+                    capabilities: r.try_get("capabilities")?,
+                    job_types: r.try_get("job_types")?,
+                    jobs_running: r.try_get("running")?,
+                    last_seen_at: r.try_get("last_seen_at")?,
+                })
+            })
+            .collect()
     }
 }

@@ -3,8 +3,8 @@
 //! once an S3 server); every output checked by decoding it with
 //! ffprobe/ffmpeg.
 
-mod common;
-mod media_support;
+use crate::common;
+use crate::media_support;
 
 use common::*;
 use media_support::*;

@@ -1,7 +1,7 @@
 //! The coordinator's leased job queue, through real `vodfarm coordinator`
 //! processes and the real PostgreSQL.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{json, Value};

@@ -4,7 +4,7 @@
 //! then the web page checked in headless Debian chromium; then a clean
 //! stop and a second run that reuses the data.
 
-mod common;
+use crate::common;
 
 use common::free_port;
 use std::io::{BufRead, BufReader};
@@ -17,6 +17,8 @@ struct Dev {
     child: Child,
     lines: mpsc::Receiver<String>,
     seen: Vec<String>,
+    /// Every stderr line (the logs), for the console checks.
+    stderr: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Dev {
@@ -48,11 +50,22 @@ impl Dev {
             .env_remove("DATABASE_URL")
             .env_remove("REDIS_URL")
             .env_remove("VODFARM_STORE")
-            .env("RUST_LOG", "warn")
+            // Info, so the console checks see what an operator sees.
+            .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("spawn vodfarm dev");
+        let stderr_pipe = child.stderr.take().expect("stderr");
+        let stderr: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr_pipe).lines().map_while(Result::ok) {
+                eprintln!("dev! {line}");
+                sink.lock().expect("stderr lines").push(line);
+            }
+        });
         let stdout = child.stdout.take().expect("stdout");
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
@@ -67,6 +80,7 @@ impl Dev {
             child,
             lines,
             seen: Vec::new(),
+            stderr,
         }
     }
 
@@ -231,6 +245,8 @@ fn dev_runs_everything_and_the_page_plays_and_uploads() {
         let shots = artifacts_dir();
         let browser = Command::new("node")
             .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/web"))
+            // The demo source is 1080p: the page must offer the whole ladder.
+            .env("EXPECT_RUNGS", "240p,720p,1080p")
             .arg("tests/browser.mjs")
             .arg(&page)
             .arg(&shots)
@@ -240,6 +256,24 @@ fn dev_runs_everything_and_the_page_plays_and_uploads() {
         let report = String::from_utf8_lossy(&browser.stdout);
         println!("{report}{}", String::from_utf8_lossy(&browser.stderr));
         assert!(browser.status.success(), "browser checks failed:\n{report}");
+        // The console tells the story: no colour codes when not a terminal,
+        // and the per-request access lines (ffmpeg and the page just made
+        // hundreds) are in DIR/access.log, not on the console.
+        let logs = dev.stderr.lock().expect("stderr lines").clone();
+        assert!(logs.len() > 3, "dev logged almost nothing: {logs:#?}");
+        for line in dev.seen.iter().chain(&logs) {
+            assert!(!line.contains('\x1b'), "ANSI escape on a pipe: {line:?}");
+            assert!(
+                !line.contains("micros="),
+                "an access line reached the console: {line}"
+            );
+        }
+        let access = std::fs::read_to_string(dir.join("access.log")).expect("DIR/access.log");
+        assert!(
+            access.lines().filter(|l| l.contains("/segment_")).count() >= 3,
+            "access.log lacks segment requests:\n{access}"
+        );
+        assert!(!access.contains('\x1b'), "ANSI escape in access.log");
         for shot in [
             "01-page",
             "02-playing",

@@ -2,8 +2,8 @@
 //! `vodfarm origin` processes, a real object store (a directory store and
 //! s3s-fs) and a fresh database per test.
 
-mod common;
-mod origin_support;
+use crate::common;
+use crate::origin_support;
 
 use bytes::Bytes;
 use common::*;

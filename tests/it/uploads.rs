@@ -1,8 +1,7 @@
 //! tus uploads through a real `vodfarm api`, a real S3 server (s3s-fs),
 //! the machine's PostgreSQL, and a stock tus client (tuspy).
 
-mod api_support;
-mod common;
+use crate::api_support;
 
 use api_support::*;
 use serde_json::Value;

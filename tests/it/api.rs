@@ -2,8 +2,7 @@
 //! tokens, channels, videos (visibility, edits, deletion), pages, the
 //! uploader CLI, and schemathesis fuzzing from the OpenAPI document.
 
-mod api_support;
-mod common;
+use crate::api_support;
 
 use api_support::*;
 use serde_json::{json, Value};

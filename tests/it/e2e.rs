@@ -11,10 +11,10 @@
 //!
 //! Redis is not started: no role uses it yet.
 
-mod api_support;
-mod common;
-mod media_support;
-mod origin_support;
+use crate::api_support;
+use crate::common;
+use crate::media_support;
+use crate::origin_support;
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use api_support::{ApiProcess, SIGNING_SECRET};

@@ -1,0 +1,181 @@
+//! Every role of the farm, configured the way an operator's command line
+//! would configure it, and run as tasks of this one process.
+
+use super::args::DevArgs;
+use super::secrets::DevSecrets;
+use super::services::DevServices;
+use anyhow::Context;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use tokio::task::{JoinError, JoinSet};
+use tokio_util::sync::CancellationToken;
+
+/// Builds a role's flags the way its command line would, so dev passes
+/// exactly what an operator would (and every other setting keeps its
+/// default or environment value).
+pub(crate) fn role_args<T: clap::Args>(argv: &[String]) -> anyhow::Result<T> {
+    #[derive(clap::Parser)]
+    struct Wrap<T: clap::Args> {
+        #[command(flatten)]
+        inner: T,
+    }
+    let argv = std::iter::once("vodfarm".to_owned()).chain(argv.iter().cloned());
+    Ok(<Wrap<T> as clap::Parser>::try_parse_from(argv)?.inner)
+}
+
+/// `[("k", "v")]` → `["--k", "v"]`.
+pub(crate) fn flags(pairs: &[(&str, &str)]) -> Vec<String> {
+    pairs
+        .iter()
+        .flat_map(|(k, v)| [format!("--{k}"), (*v).to_owned()])
+        .collect()
+}
+
+/// The base URL of a local port.
+pub(crate) fn local_url(port: u16) -> String {
+    format!("http://127.0.0.1:{port}")
+}
+
+fn local(port: u16) -> String {
+    format!("127.0.0.1:{port}")
+}
+
+/// The flags of every role dev runs.
+#[derive(Debug)]
+pub(crate) struct Roles {
+    coordinator: vodfarm_coordinator::CoordinatorArgs,
+    api: crate::api::ApiArgs,
+    worker: vodfarm_gpu_worker::worker::WorkerArgs,
+    origin: vodfarm_origin::OriginArgs,
+    shield: vodfarm_origin::OriginArgs,
+}
+
+impl Roles {
+    /// Every role's flags: one database, one store, the ports of `args`,
+    /// the shield in front of the origin, the page pointing at the shield.
+    pub(crate) fn configure(
+        args: &DevArgs,
+        dir: &Path,
+        secrets: &DevSecrets,
+        services: &DevServices,
+    ) -> anyhow::Result<Self> {
+        let common = flags(&[("database-url", services.database_url.as_str())]);
+        let with_common = |extra: &[(&str, &str)]| [common.clone(), flags(extra)].concat();
+        let origin = |port: u16, upstream: &str| {
+            role_args::<vodfarm_origin::OriginArgs>(&with_common(&[
+                ("listen", &local(port)),
+                ("upstream", upstream),
+                ("store", &services.store_url),
+                ("signing-secret", &secrets.signing_secret),
+            ]))
+        };
+        Ok(Roles {
+            coordinator: role_args(&with_common(&[
+                ("listen", &local(args.coordinator_port)),
+                ("worker-token", &secrets.worker_token),
+                ("admin-token", &secrets.admin_token),
+            ]))?,
+            api: role_args(&with_common(&[
+                ("listen", &local(args.api_port)),
+                ("store", &services.store_url),
+                ("public-url", &local_url(args.api_port)),
+                ("public-origin-url", &local_url(args.shield_port)),
+                ("signing-secret", &secrets.signing_secret),
+            ]))?,
+            worker: role_args(&flags(&[
+                ("coordinator", &local_url(args.coordinator_port)),
+                ("worker-token", &secrets.worker_token),
+                ("store", &services.store_url),
+                ("listen", &local(args.worker_port)),
+                ("scratch-dir", &dir.join("scratch").display().to_string()),
+                ("worker-id", "dev-worker"),
+            ]))?,
+            origin: origin(args.origin_port, "store")?,
+            shield: origin(args.shield_port, &local_url(args.origin_port))?,
+        })
+    }
+
+    /// Starts every role as a task that stops when `stop` is cancelled.
+    /// The api also serves `extra` (dev's own routes).
+    pub(crate) fn spawn(
+        self,
+        extra: axum::Router,
+        stop: &CancellationToken,
+    ) -> JoinSet<anyhow::Result<()>> {
+        let mut roles = JoinSet::new();
+        let s = stop.clone();
+        roles.spawn(async move {
+            vodfarm_coordinator::run(self.coordinator, s.cancelled_owned())
+                .await
+                .context("coordinator")
+        });
+        let s = stop.clone();
+        roles.spawn(async move {
+            vodfarm_gpu_worker::worker::run(self.worker, s.cancelled_owned())
+                .await
+                .context("worker")
+        });
+        let s = stop.clone();
+        roles.spawn(async move {
+            vodfarm_origin::run(self.origin, s.cancelled_owned())
+                .await
+                .context("origin")
+        });
+        let s = stop.clone();
+        roles.spawn(async move {
+            vodfarm_origin::run(self.shield, s.cancelled_owned())
+                .await
+                .context("shield origin")
+        });
+        let s = stop.clone();
+        roles.spawn(async move {
+            crate::api::run_with(self.api, extra, s.cancelled_owned())
+                .await
+                .context("api")
+        });
+        roles
+    }
+}
+
+/// Waits until every role answers its `/healthz`.
+pub(crate) async fn wait_healthy(args: &DevArgs) -> anyhow::Result<()> {
+    for port in [
+        args.api_port,
+        args.coordinator_port,
+        args.origin_port,
+        args.shield_port,
+        args.worker_port,
+    ] {
+        wait_ready(&format!("{}/healthz", local_url(port))).await?;
+    }
+    Ok(())
+}
+
+async fn wait_ready(url: &str) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if http
+            .get(url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("{url} did not become ready");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// What a role task ending before Ctrl-C means: roles run until stopped,
+/// so any end (even a clean one) stops dev with an error.
+pub(crate) fn role_ended(done: Result<anyhow::Result<()>, JoinError>) -> anyhow::Result<()> {
+    match done {
+        Ok(Ok(())) => Err(anyhow::anyhow!("a role stopped unexpectedly")),
+        Ok(Err(e)) => Err(e),
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,48 @@
+//! Secrets made on the first run and reused by every later one.
+
+use super::envfile::{read_env_file, write_env_file};
+use std::path::Path;
+
+/// Secrets made on the first run and kept in `DIR/secrets.env`.
+#[derive(Debug, Clone)]
+pub struct DevSecrets {
+    /// Workers' bearer token.
+    pub worker_token: String,
+    /// Operators' bearer token (the coordinator's operator routes and
+    /// `vodfarm jobs`); distinct from the workers' so a worker cannot
+    /// retry or cancel jobs.
+    pub admin_token: String,
+    /// HMAC secret of playback tokens.
+    pub signing_secret: String,
+    /// Password of the demo creator.
+    pub demo_password: String,
+}
+
+impl DevSecrets {
+    /// Loads the secrets, making (and saving) any that are missing.
+    pub fn load_or_create(dir: &Path) -> anyhow::Result<Self> {
+        let path = dir.join("secrets.env");
+        let mut vars = read_env_file(&path);
+        let mut get = |k: &str| {
+            vars.entry(k.to_owned())
+                .or_insert_with(vodfarm_core::ids::new_secret_token)
+                .clone()
+        };
+        let secrets = DevSecrets {
+            worker_token: get("VODFARM_WORKER_TOKEN"),
+            admin_token: get("VODFARM_ADMIN_TOKEN"),
+            signing_secret: get("VODFARM_SIGNING_SECRET"),
+            demo_password: get("VODFARM_DEMO_PASSWORD"),
+        };
+        write_env_file(
+            &path,
+            &[
+                ("VODFARM_WORKER_TOKEN", secrets.worker_token.clone()),
+                ("VODFARM_ADMIN_TOKEN", secrets.admin_token.clone()),
+                ("VODFARM_SIGNING_SECRET", secrets.signing_secret.clone()),
+                ("VODFARM_DEMO_PASSWORD", secrets.demo_password.clone()),
+            ],
+        )?;
+        Ok(secrets)
+    }
+}

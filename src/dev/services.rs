@@ -1,0 +1,65 @@
+//! The servers dev needs: a private PostgreSQL and redis-server (see
+//! `servers.rs`) and a local object directory, each unless configured.
+
+use super::args::DevArgs;
+use super::servers;
+use std::path::Path;
+
+/// The servers dev runs or was pointed at.
+pub struct DevServices {
+    /// The database URL every role uses.
+    pub database_url: String,
+    /// The Redis URL.
+    pub redis_url: String,
+    /// The object store URL.
+    pub store_url: String,
+    postgres: Option<servers::PrivatePostgres>,
+    redis: Option<servers::PrivateRedis>,
+}
+
+impl DevServices {
+    /// Starts what is not configured.
+    pub async fn start(args: &DevArgs, dir: &Path) -> anyhow::Result<Self> {
+        let (database_url, postgres) = match &args.database_url {
+            Some(url) => (url.clone(), None),
+            None => {
+                let pg = servers::PrivatePostgres::start(dir, args.pg_port).await?;
+                (pg.url("vodfarm"), Some(pg))
+            }
+        };
+        let (redis_url, redis) = match &args.redis_url {
+            Some(url) => (url.clone(), None),
+            None => {
+                let r = servers::PrivateRedis::start(dir, args.redis_port).await?;
+                (r.url(), Some(r))
+            }
+        };
+        let store_url = match &args.store {
+            Some(s) => s.clone(),
+            None => {
+                let store = dir.join("store");
+                std::fs::create_dir_all(&store)?;
+                format!("file://{}", store.display())
+            }
+        };
+        Ok(DevServices {
+            database_url,
+            redis_url,
+            store_url,
+            postgres,
+            redis,
+        })
+    }
+
+    /// Stops what dev started.
+    pub async fn stop(self) {
+        if let Some(r) = self.redis {
+            r.stop().await;
+        }
+        if let Some(pg) = self.postgres {
+            if let Err(e) = pg.stop().await {
+                tracing::warn!(error = %e, "stopping the private PostgreSQL");
+            }
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! vodfarm's integration tests: one test binary, so the workspace links
+//! once (eight binaries each linked everything, minutes per run on two
+//! cores). Each module starts real `vodfarm` processes against real
+//! servers; the support modules start them.
+//!
+//! - `queue`: the leased job queue over two coordinator replicas.
+//! - `api`, `uploads`: the creator API, tus with tuspy, schemathesis.
+//! - `worker`: source shapes and bad uploads through real workers.
+//! - `origin`: every HTTP rule of the origin/shield.
+//! - `e2e`: every role its own process on s3s-fs.
+//! - `dev`: `vodfarm dev` and the page in headless chromium.
+//! - `ops`: the operator CLI (`vodfarm jobs`, `workers`, `videos`).
+//! - `metrics`: every role's `/metrics` through `promtool check metrics`.
+//! - `tidy`: the architecture's invariants, checked on the source tree.
+
+mod api_support;
+mod common;
+mod media_support;
+mod origin_support;
+
+mod api;
+mod dev;
+mod e2e;
+mod origin;
+mod queue;
+mod tidy;
+mod uploads;
+mod worker;
