@@ -18,7 +18,7 @@ use std::process::Command;
 use std::time::Instant;
 use vodfarm_core::ladder::RenditionLadder;
 use vodfarm_gpu_worker::media::probe::{rung_size, Limits};
-use vodfarm_gpu_worker::media::stages::{Backends, VideoEncoderSettings};
+use vodfarm_gpu_worker::media::stages::{StageChoice, VideoEncoderSettings};
 use vodfarm_gpu_worker::media::transcode::{transcode, TranscodeRequest};
 use vodfarm_gpu_worker::media::JobControl;
 
@@ -94,7 +94,7 @@ fn main() -> Result<()> {
         ladder: ladder.clone(),
         segment_seconds: SEGMENT,
         preset: preset.clone(),
-        backends: Backends::SOFTWARE,
+        stages: StageChoice::SOFTWARE,
         limits: Limits::default(),
     };
     let done = finished.clone();

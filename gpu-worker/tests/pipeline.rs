@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Command;
 use vodfarm_core::ladder::RenditionLadder;
 use vodfarm_gpu_worker::media::probe::Limits;
-use vodfarm_gpu_worker::media::stages::Backends;
+use vodfarm_gpu_worker::media::stages::StageChoice;
 use vodfarm_gpu_worker::media::thumbs::{thumbnails, ThumbnailRequest};
 use vodfarm_gpu_worker::media::transcode::{transcode, TranscodeRequest};
 use vodfarm_gpu_worker::media::{JobControl, MediaError};
@@ -66,7 +66,7 @@ fn a_one_second_source_becomes_segments_and_thumbnails() {
         ladder: RenditionLadder::default(),
         segment_seconds: 1,
         preset: "ultrafast".into(),
-        backends: Backends::SOFTWARE,
+        stages: StageChoice::SOFTWARE,
         limits: Limits::default(),
     };
     let out = transcode(&request, &JobControl::default(), move |s| {
@@ -121,7 +121,7 @@ fn junk_is_refused_as_bad_input() {
             ladder: RenditionLadder::default(),
             segment_seconds: 2,
             preset: "ultrafast".into(),
-            backends: Backends::SOFTWARE,
+            stages: StageChoice::SOFTWARE,
             limits: Limits::default(),
         };
         let err = transcode(&request, &JobControl::default(), |_| Ok(())).unwrap_err();

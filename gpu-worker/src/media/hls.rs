@@ -1,6 +1,8 @@
 //! HLS packaging (RFC 8216): MPEG-TS segments cut at the forced IDR
 //! frames, the VOD media playlist, and the master playlist.
 
+pub use super::rendition::{RenditionSummary, SegmentEntry};
+
 use super::error::MediaError;
 use super::stages::Packager;
 use ffmpeg::{codec, format, Packet, Rational};
@@ -31,63 +33,8 @@ pub struct SegmentFile {
     pub bytes: u64,
 }
 
-/// One segment as a playlist lists it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SegmentEntry {
-    /// Duration, seconds.
-    pub duration: f64,
-    /// Bytes.
-    pub bytes: u64,
-}
-
-/// What a rendition turned out to be.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RenditionSummary {
-    /// Rung name.
-    pub name: String,
-    /// Frame width.
-    pub width: u32,
-    /// Frame height.
-    pub height: u32,
-    /// Frames per second.
-    pub frame_rate: f64,
-    /// RFC 6381 codecs, e.g. `avc1.64001f,mp4a.40.2`.
-    pub codecs: String,
-    /// The segments, in order.
-    pub segments: Vec<SegmentEntry>,
-}
-
+/// The HLS side of a rendition: its media playlist.
 impl RenditionSummary {
-    /// Sum of segment durations, seconds.
-    pub fn duration(&self) -> f64 {
-        self.segments.iter().map(|s| s.duration).sum()
-    }
-
-    /// Total bytes.
-    pub fn bytes(&self) -> u64 {
-        self.segments.iter().map(|s| s.bytes).sum()
-    }
-
-    /// Bits per second over the whole rendition (AVERAGE-BANDWIDTH).
-    pub fn average_bandwidth(&self) -> u64 {
-        let d = self.duration();
-        if d <= 0.0 {
-            return 0;
-        }
-        (self.bytes() as f64 * 8.0 / d).ceil() as u64
-    }
-
-    /// The highest segment bitrate (BANDWIDTH).
-    pub fn peak_bandwidth(&self) -> u64 {
-        self.segments
-            .iter()
-            .filter(|s| s.duration > 0.0)
-            .map(|s| (s.bytes as f64 * 8.0 / s.duration).ceil() as u64)
-            .max()
-            .unwrap_or(0)
-            .max(self.average_bandwidth())
-    }
-
     /// EXT-X-TARGETDURATION: every EXTINF rounded is at most this.
     pub fn target_duration(&self) -> u64 {
         self.segments

@@ -4,6 +4,7 @@
 //! - [`probe`]: what a source is, limits against bad input, rung sizes.
 //! - [`stages`]: the `Decoder`, `Scaler`, `Encoder`, `Packager` traits
 //!   and their libav implementations (software, or NVDEC/NVENC).
+//! - [`rendition`]: what a packaged rendition is (segments, bitrates).
 //! - [`hls`]: MPEG-TS segmenting and RFC 8216 playlists.
 //! - [`transcode`]: the threads that run the stages.
 //! - [`thumbs`]: thumbnails, poster, sprite and storyboard.
@@ -11,6 +12,7 @@
 pub mod error;
 pub mod hls;
 pub mod probe;
+pub mod rendition;
 pub mod stages;
 pub mod thumbs;
 pub mod transcode;

@@ -16,7 +16,7 @@ use super::error::MediaError;
 use super::hls::{is_segment_start, RenditionSummary, SegmentFile, SegmenterConfig, TsSegmenter};
 use super::probe::{self, rung_size, Limits, SourceInfo};
 use super::stages::{
-    AacEncoder, Backends, Decoder, Encoder, LibavDecoder, LibavH264Encoder, Packager, Scaler,
+    AacEncoder, Decoder, Encoder, LibavDecoder, LibavH264Encoder, Packager, Scaler, StageChoice,
     SwsScaler, VideoEncoderSettings,
 };
 use super::JobControl;
@@ -44,7 +44,7 @@ pub struct TranscodeRequest {
     /// x264 preset.
     pub preset: String,
     /// Which implementations to use.
-    pub backends: Backends,
+    pub stages: StageChoice,
     /// Input limits.
     pub limits: Limits,
 }
@@ -224,7 +224,7 @@ pub fn transcode(
         let s = input.stream(info.video_stream).ok_or(MediaError::NoVideo)?;
         (s.parameters(), s.time_base(), s.start_time())
     };
-    let mut decoder = LibavDecoder::open(video_params, request.backends.nvdec)?;
+    let mut decoder = LibavDecoder::open(video_params, request.stages.nvdec)?;
     let decoder_name = decoder.name().to_owned();
     let mut audio = match info.audio_stream.and_then(|i| input.stream(i)) {
         Some(s) => {
@@ -279,7 +279,7 @@ pub fn transcode(
                 let audio_params = audio_params.clone();
                 let on_segment = on_segment.clone();
                 let rotation = info.rotation;
-                let nvenc = request.backends.nvenc;
+                let nvenc = request.stages.nvenc;
                 let segment_seconds = request.segment_seconds;
                 handles.push(scope.spawn(move || {
                     let mut scaler = SwsScaler::new(w, h, rotation, ffmpeg::format::Pixel::YUV420P);

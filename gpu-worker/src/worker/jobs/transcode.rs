@@ -1,0 +1,236 @@
+//! The transcode job: download the original, run the ladder, upload each
+//! segment while the next ones are encoded, then each rendition's
+//! playlist and the renditions sidecar the manifest job reads.
+
+use crate::media::hls::{RenditionSet, SegmentFile};
+use crate::media::transcode::{transcode, TranscodeRequest};
+use crate::media::{JobControl, MediaError};
+use crate::worker::failure::{layout_error, media_blocking_error, JobFailure};
+use crate::worker::scratch::{download, Scratch};
+use crate::worker::{Worker, WorkerMetrics};
+use serde::Deserialize;
+use std::sync::Arc;
+use tokio::sync::mpsc::Receiver;
+use vodfarm_core::jobs::{EncodingOutput, JobOutputs, LeasedJob, SourceMetadata};
+use vodfarm_core::ladder::RenditionLadder;
+use vodfarm_core::layout;
+use vodfarm_core::store::SharedStore;
+
+fn default_segment_duration() -> u32 {
+    10
+}
+
+#[derive(Debug, Deserialize)]
+struct TranscodeParameters {
+    #[serde(default)]
+    ladder: Option<RenditionLadder>,
+    #[serde(default = "default_segment_duration")]
+    segment_duration: u32,
+}
+
+fn check_ladder(ladder: &RenditionLadder, segment_duration: u32) -> Result<(), JobFailure> {
+    if !(1..=60).contains(&segment_duration) {
+        return Err(JobFailure::BadParameters(format!(
+            "segment_duration {segment_duration} is outside 1..=60 seconds"
+        )));
+    }
+    if ladder.rungs.is_empty() || ladder.rungs.len() > 10 {
+        return Err(JobFailure::BadParameters(
+            "the ladder needs 1..=10 rungs".into(),
+        ));
+    }
+    for r in &ladder.rungs {
+        if !layout::is_valid_rendition(&r.name)
+            || !(16..=8192).contains(&r.height)
+            || r.video_bitrate < 10_000
+        {
+            return Err(JobFailure::BadParameters(format!(
+                "invalid rung {:?}",
+                r.name
+            )));
+        }
+    }
+    if !(16_000..=512_000).contains(&ladder.audio_bitrate) {
+        return Err(JobFailure::BadParameters(
+            "audio_bitrate outside 16..=512 kb/s".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Runs a transcode job: every rung of its ladder, uploaded as HLS.
+pub(super) async fn transcode_job(
+    worker: &Arc<Worker>,
+    job: &LeasedJob,
+    control: &Arc<JobControl>,
+) -> Result<JobOutputs, JobFailure> {
+    let params: TranscodeParameters = serde_json::from_value(job.parameters.clone())
+        .map_err(|e| JobFailure::BadParameters(format!("transcode parameters: {e}")))?;
+    let ladder = params.ladder.unwrap_or_default();
+    check_ladder(&ladder, params.segment_duration)?;
+    let vid = job.video_id.as_str();
+    layout::encoded_prefix(vid).map_err(layout_error)?;
+    let scratch = Scratch::create(worker, job).await?;
+    let source = scratch.path().join("original");
+    download(worker, &job.input_path, &source).await?;
+
+    // Segments go up while the next ones are encoded; the channel's bound
+    // holds the encoder back when uploads fall behind (bounded disk).
+    let (tx, rx) = tokio::sync::mpsc::channel::<SegmentFile>(8);
+    let uploader = tokio::spawn(upload_segments(
+        worker.store.clone(),
+        worker.metrics.clone(),
+        job.video_id.clone(),
+        rx,
+    ));
+
+    let request = TranscodeRequest {
+        source,
+        work_dir: scratch.path().join("out"),
+        ladder,
+        segment_seconds: params.segment_duration,
+        preset: worker.preset.clone(),
+        stages: worker.stages,
+        limits: worker.limits,
+    };
+    let control_for_media = control.clone();
+    let media = tokio::task::spawn_blocking(move || {
+        transcode(&request, &control_for_media, move |seg| {
+            tx.blocking_send(seg).map_err(|_| MediaError::Cancelled)
+        })
+    })
+    .await
+    .map_err(media_blocking_error)?;
+    let uploaded = uploader.await.map_err(media_blocking_error)?;
+    let output = media?;
+    uploaded?;
+    worker
+        .metrics
+        .frames
+        .inc_by(output.frames.max(0) as u64 * output.renditions.len() as u64);
+
+    let mut encodings = Vec::new();
+    for r in &output.renditions {
+        let playlist = layout::rendition_playlist(vid, &r.name).map_err(layout_error)?;
+        let body = r.media_playlist();
+        worker.store.put(playlist.as_str(), body.into()).await?;
+        // A re-run never leaves segments past the new end behind.
+        let prefix = layout::rendition_prefix(vid, &r.name).map_err(layout_error)?;
+        for o in worker.store.list(prefix.as_str()).await? {
+            let n = o
+                .key
+                .rsplit('/')
+                .next()
+                .and_then(|f| f.strip_prefix("segment_"))
+                .and_then(|f| f.strip_suffix(".ts"))
+                .and_then(|n| n.parse::<usize>().ok());
+            if n.is_some_and(|n| n >= r.segments.len()) {
+                worker.store.delete(&o.key).await?;
+            }
+        }
+        encodings.push(EncodingOutput {
+            resolution: r.name.clone(),
+            codec: "h264".into(),
+            container: "ts".into(),
+            bitrate: i32::try_from(r.average_bandwidth()).unwrap_or(i32::MAX),
+            peak_bitrate: Some(i32::try_from(r.peak_bandwidth()).unwrap_or(i32::MAX)),
+            width: Some(r.width as i32),
+            height: Some(r.height as i32),
+            storage_path: prefix.to_string(),
+            file_size_bytes: i64::try_from(r.bytes()).unwrap_or(i64::MAX),
+            manifest_path: Some(playlist.to_string()),
+            segment_duration: params.segment_duration as i32,
+            segment_count: Some(r.segments.len() as i32),
+        });
+    }
+    let sidecar = RenditionSet {
+        renditions: output.renditions.clone(),
+    };
+    let sidecar_key = layout::renditions_sidecar(vid).map_err(layout_error)?;
+    let json = serde_json::to_vec(&sidecar)
+        .map_err(|e| JobFailure::Media(MediaError::internal("sidecar", e)))?;
+    worker.store.put(sidecar_key.as_str(), json.into()).await?;
+    tracing::info!(
+        renditions = output.renditions.len(),
+        frames = output.frames,
+        decoder = %output.decoder,
+        "transcode done"
+    );
+    let fps = f64::from(output.source.output_fps);
+    Ok(JobOutputs {
+        encodings,
+        thumbnails: Vec::new(),
+        video: Some(SourceMetadata {
+            duration_seconds: Some(if fps > 0.0 {
+                output.frames as f64 / fps
+            } else {
+                output.source.duration
+            }),
+            width: Some(output.source.display_width as i32),
+            height: Some(output.source.display_height as i32),
+            fps: Some(output.source.source_fps).filter(|f| *f > 0.0),
+            codec: Some(output.source.codec.clone()),
+        }),
+    })
+}
+
+/// Uploads each segment `rx` brings (four at a time), deleting its file
+/// once it is up; when the channel closes and all are done, returns the
+/// first error.
+async fn upload_segments(
+    store: SharedStore,
+    metrics: WorkerMetrics,
+    video_id: String,
+    mut rx: Receiver<SegmentFile>,
+) -> Result<(), JobFailure> {
+    let mut first_error: Option<JobFailure> = None;
+    let mut inflight = tokio::task::JoinSet::new();
+    loop {
+        let next = tokio::select! {
+            seg = rx.recv() => seg,
+            Some(done) = inflight.join_next(), if !inflight.is_empty() => {
+                if let Ok(Err(e)) = done { first_error.get_or_insert(e); }
+                continue;
+            }
+        };
+        let Some(seg) = next else { break };
+        while inflight.len() >= 4 {
+            if let Some(Ok(Err(e))) = inflight.join_next().await {
+                first_error.get_or_insert(e);
+            }
+        }
+        let store = store.clone();
+        let metrics = metrics.clone();
+        let video_id = video_id.clone();
+        inflight.spawn(async move {
+            let key =
+                layout::segment(&video_id, &seg.rendition, seg.index).map_err(layout_error)?;
+            let result = store.put_file(key.as_str(), &seg.path).await;
+            let _ = tokio::fs::remove_file(&seg.path).await;
+            result?;
+            metrics.segments.inc();
+            metrics.uploaded_bytes.inc_by(seg.bytes);
+            Ok::<(), JobFailure>(())
+        });
+    }
+    while let Some(done) = inflight.join_next().await {
+        if let Ok(Err(e)) = done {
+            first_error.get_or_insert(e);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ladders_are_checked() {
+        check_ladder(&RenditionLadder::default(), 6).unwrap();
+        assert!(check_ladder(&RenditionLadder::default(), 0).is_err());
+        let mut bad = RenditionLadder::default();
+        bad.rungs[0].name = "../x".into();
+        assert!(check_ladder(&bad, 6).is_err());
+    }
+}
