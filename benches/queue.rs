@@ -279,7 +279,7 @@ async fn pickup_latency(
     for h in handles {
         h.await??;
     }
-    latencies.sort_by(|a, b| a.total_cmp(b));
+    latencies.sort_by(f64::total_cmp);
     Ok(latencies)
 }
 

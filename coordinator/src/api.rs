@@ -45,13 +45,16 @@ impl WorkersSeen {
         };
         self.dirty
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(req.worker_id.clone(), sighting);
     }
 
     /// Takes what was seen since the last call.
     pub fn take(&self) -> Vec<WorkerSighting> {
-        let mut map = self.dirty.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self
+            .dirty
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         map.drain().map(|(_, s)| s).collect()
     }
 }
@@ -73,6 +76,17 @@ pub struct AppState {
     pub max_wait: Duration,
     /// Workers seen.
     pub seen: Arc<WorkersSeen>,
+}
+
+// By hand: some fields (codec contexts, streams, secrets) have no useful
+// or safe Debug.
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("queue", &self.queue)
+            .field("max_wait", &self.max_wait)
+            .finish_non_exhaustive()
+    }
 }
 
 impl From<QueueError> for ApiError {

@@ -52,6 +52,14 @@ pub struct Dispatcher {
     shutdown: CancellationToken,
 }
 
+// By hand: some fields (codec contexts, streams, secrets) have no useful
+// or safe Debug.
+impl std::fmt::Debug for Dispatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dispatcher").finish_non_exhaustive()
+    }
+}
+
 impl Dispatcher {
     /// A dispatcher over `queue`; `recheck` is the slow safety round.
     pub fn new(
@@ -75,7 +83,9 @@ impl Dispatcher {
     fn waiters(&self) -> std::sync::MutexGuard<'_, VecDeque<Waiter>> {
         // A panic while holding this lock leaves only a queue of senders
         // behind, which is still consistent: keep using it.
-        self.waiters.lock().unwrap_or_else(|p| p.into_inner())
+        self.waiters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Leases up to `max_jobs` jobs, waiting up to `wait` for one to

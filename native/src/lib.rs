@@ -60,9 +60,8 @@ fn has_symbol(candidates: &[&str], symbol: &[u8]) -> bool {
         // SAFETY: loading a shared library runs its initialisers. These are
         // NVIDIA's driver libraries, whose initialisers only set up their
         // own state; we load them from the system's library path only.
-        let lib = match unsafe { Library::new(name) } {
-            Ok(lib) => lib,
-            Err(_) => return false,
+        let Ok(lib) = (unsafe { Library::new(name) }) else {
+            return false;
         };
         // SAFETY: the symbol is only looked up, never called, so its type
         // (a plain function pointer here) cannot be misused.

@@ -113,7 +113,7 @@ impl std::fmt::Debug for Flight {
 /// consistent, and an owner dropped while unwinding must still be able to
 /// end its flight.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Flight {

@@ -86,6 +86,17 @@ pub struct Fetched {
     pub body: UpstreamBody,
 }
 
+// By hand: some fields (codec contexts, streams, secrets) have no useful
+// or safe Debug.
+impl std::fmt::Debug for Fetched {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fetched")
+            .field("head", &self.head)
+            .field("range", &self.range)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The upstream of a tier.
 #[derive(Debug, Clone)]
 pub enum Upstream {

@@ -16,7 +16,7 @@ fn pg_bin(name: &str) -> anyhow::Result<PathBuf> {
     }
     let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
         .map(|d| {
-            d.filter_map(|e| e.ok())
+            d.filter_map(Result::ok)
                 .map(|e| e.path().join("bin").join(name))
                 .collect()
         })

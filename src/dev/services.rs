@@ -17,6 +17,15 @@ pub struct DevServices {
     redis: Option<servers::PrivateRedis>,
 }
 
+// By hand: the URLs may carry passwords.
+impl std::fmt::Debug for DevServices {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DevServices")
+            .field("store_url", &self.store_url)
+            .finish_non_exhaustive()
+    }
+}
+
 impl DevServices {
     /// Starts what is not configured.
     pub async fn start(args: &DevArgs, dir: &Path) -> anyhow::Result<Self> {

@@ -94,7 +94,7 @@ impl Farm {
             "8",
         ]
         .iter()
-        .map(|s| s.to_string())
+        .map(ToString::to_string)
         .collect();
         let api = ApiProcess::start(free_port(), api_args, s3.env()).await;
         let mut farm = Farm {
@@ -335,7 +335,7 @@ fn variant_uris(master: &str) -> Vec<String> {
         .iter()
         .enumerate()
         .filter(|(_, l)| l.starts_with("#EXT-X-STREAM-INF:"))
-        .filter_map(|(i, _)| lines.get(i + 1).map(|u| u.to_string()))
+        .filter_map(|(i, _)| lines.get(i + 1).map(ToString::to_string))
         .collect()
 }
 
@@ -343,7 +343,7 @@ fn variant_uris(master: &str) -> Vec<String> {
 fn job_dirs(scratch: &Path) -> Vec<String> {
     std::fs::read_dir(scratch)
         .map(|d| {
-            d.filter_map(|e| e.ok())
+            d.filter_map(std::result::Result::ok)
                 .map(|e| e.file_name().to_string_lossy().into_owned())
                 .filter(|n| n.starts_with("job-"))
                 .collect()
@@ -365,7 +365,7 @@ async fn upload_transcode_play_through_the_shield_survive_a_killed_worker_and_de
     // libx264 needs even sizes in 4:2:0; 4:4:4 keeps the odd height.
     odd.args.iter_mut().for_each(|a| {
         if a == "yuv420p" {
-            *a = "yuv444p".into()
+            *a = "yuv444p".into();
         }
     });
     odd.args

@@ -77,7 +77,10 @@ const SELECTED_SERIES: &[(&str, &str)] = &[
         "origin",
         "vodfarm_origin_requests_total{route=\"master\",status=\"200\"}",
     ),
-    ("origin", "vodfarm_origin_upstream_fetches_total{outcome=\"ok\"}"),
+    (
+        "origin",
+        "vodfarm_origin_upstream_fetches_total{outcome=\"ok\"}",
+    ),
     (
         "shield",
         "vodfarm_origin_requests_total{route=\"master\",status=\"200\"}",
@@ -262,9 +265,7 @@ fn promtool_check_metrics(promtool: &str, role: &str, text: &str) {
         .expect("spawn promtool check metrics");
     {
         let mut stdin = child.stdin.take().expect("promtool stdin");
-        stdin
-            .write_all(text.as_bytes())
-            .expect("write to promtool");
+        stdin.write_all(text.as_bytes()).expect("write to promtool");
     }
     let out = child.wait_with_output().expect("promtool check metrics");
     assert!(
@@ -282,8 +283,10 @@ fn promtool_check_metrics(promtool: &str, role: &str, text: &str) {
 async fn upload(http: &reqwest::Client, api: &str, source: &std::path::Path) -> String {
     let r = http
         .post(format!("{api}/v1/users"))
-        .json(&json!({"username": "metrics", "email": "metrics@example.com",
-                      "password": "correct horse"}))
+        .json(
+            &json!({"username": "metrics", "email": "metrics@example.com",
+                      "password": "correct horse"}),
+        )
         .send()
         .await
         .expect("signup");
@@ -308,8 +311,10 @@ async fn upload(http: &reqwest::Client, api: &str, source: &std::path::Path) -> 
     let r = http
         .post(format!("{api}/v1/videos"))
         .bearer_auth(&token)
-        .json(&json!({"channel_id": channel, "title": "Metrics", "privacy": "public",
-                      "filename": "metrics.mp4", "size_bytes": data.len()}))
+        .json(
+            &json!({"channel_id": channel, "title": "Metrics", "privacy": "public",
+                      "filename": "metrics.mp4", "size_bytes": data.len()}),
+        )
         .send()
         .await
         .expect("initiate");
@@ -372,7 +377,7 @@ fn exported_names(text: &str) -> BTreeSet<String> {
                 out.insert(name.to_owned());
             }
         } else if !line.starts_with('#') && !line.trim().is_empty() {
-            let end = line.find(|c| c == '{' || c == ' ').unwrap_or(line.len());
+            let end = line.find(['{', ' ']).unwrap_or(line.len());
             out.insert(line[..end].to_owned());
         }
     }
@@ -409,9 +414,14 @@ fn the_name_scanners_see_what_they_look_for() {
         "sum(rate(vodfarm_a_total[5m])) / max(vodfarm_b{x=\"vodfarm_c\"}) \
          myvodfarm_d vodfarm-e \"vodfarm_f_bucket\"",
     );
-    let want: BTreeSet<String> = ["vodfarm_a_total", "vodfarm_b", "vodfarm_c", "vodfarm_f_bucket"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let want: BTreeSet<String> = [
+        "vodfarm_a_total",
+        "vodfarm_b",
+        "vodfarm_c",
+        "vodfarm_f_bucket",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     assert_eq!(refs, want);
 }

@@ -149,8 +149,8 @@ async fn check_video(
                 .iter()
                 .map(|p| p["pts_time"].as_str().unwrap().parse().unwrap())
                 .collect();
-            let span = pts.iter().cloned().fold(f64::MIN, f64::max)
-                - pts.iter().cloned().fold(f64::MAX, f64::min)
+            let span = pts.iter().copied().fold(f64::MIN, f64::max)
+                - pts.iter().copied().fold(f64::MAX, f64::min)
                 + 1.0 / expect.source.fps;
             assert!(
                 span <= target as f64 + 0.001,
@@ -278,7 +278,7 @@ async fn sources_of_every_shape_become_hls_ladders_and_bad_uploads_fail_clearly(
     let mut ten_bit = lavfi("ten_bit", 1280, 720, 30, 1.0, true);
     ten_bit.args.iter_mut().for_each(|a| {
         if a == "yuv420p" {
-            *a = "yuv420p10le".into()
+            *a = "yuv420p10le".into();
         }
     });
     // libx264 needs even sizes in 4:2:0; 4:4:4 keeps 853x479 odd.
@@ -287,7 +287,7 @@ async fn sources_of_every_shape_become_hls_ladders_and_bad_uploads_fail_clearly(
     odd.display = (853, 479);
     odd.args.iter_mut().for_each(|a| {
         if a == "yuv420p" {
-            *a = "yuv444p".into()
+            *a = "yuv444p".into();
         }
     });
     odd.args

@@ -131,11 +131,11 @@ impl JobQueue {
              ORDER BY j.id DESC LIMIT $4"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(filter.status.map(|s| s.as_str()))
+            .bind(filter.status.map(JobStatus::as_str))
             .bind(filter.video_id)
             .bind(before_id)
             .bind(limit)
-            .bind(filter.job_type.map(|t| t.as_str()))
+            .bind(filter.job_type.map(JobType::as_str))
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(job_view_from_row).collect()

@@ -43,7 +43,7 @@ use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::Duration;
 use tus::*;
-use tus_handlers::{create_tus, head, method_override, options, patch, terminate};
+use tus_handlers::{create_tus, head, method_override, options, options_upload, patch, terminate};
 use uuid::Uuid;
 use vodfarm_core::ladder::RenditionLadder;
 use vodfarm_core::store::SharedStore;
@@ -135,7 +135,7 @@ pub struct UploadState {
 /// `OPTIONS|HEAD|PATCH|DELETE|POST /v1/uploads/{id}`.
 pub fn router(state: UploadState) -> Router {
     let upload: MethodRouter<UploadState> = MethodRouter::new()
-        .options(options)
+        .options(options_upload)
         .head(head)
         .patch(patch)
         .delete(terminate)
@@ -151,11 +151,17 @@ pub fn router(state: UploadState) -> Router {
         .with_state(state)
 }
 
-/// Every tus answer says which protocol it speaks.
+/// Every tus answer says which protocol it speaks; a 412 (the client's
+/// `Tus-Resumable` is missing or not ours) also says which versions we
+/// support (`Tus-Version`), as tus 1.0 requires.
 async fn tus_response_headers(req: Request, next: Next) -> Response {
     let mut resp = next.run(req).await;
-    resp.headers_mut()
-        .insert(&TUS_RESUMABLE, HeaderValue::from_static(TUS_VERSION));
+    let precondition_failed = resp.status() == axum::http::StatusCode::PRECONDITION_FAILED;
+    let h = resp.headers_mut();
+    h.insert(&TUS_RESUMABLE, HeaderValue::from_static(TUS_VERSION));
+    if precondition_failed {
+        h.insert(&TUS_VERSION_H, HeaderValue::from_static(TUS_VERSION));
+    }
     resp
 }
 

@@ -29,18 +29,35 @@ pub(super) async fn options(State(state): State<UploadState>) -> Response {
     resp
 }
 
+/// `OPTIONS /v1/uploads/{id}`: the capabilities, for an id that can be
+/// an upload's (404 otherwise, like every other method there).
+pub(super) async fn options_upload(
+    state: State<UploadState>,
+    Path(raw): Path<String>,
+) -> Result<Response, ApiError> {
+    parse_upload_id(&raw)?;
+    Ok(options(state).await)
+}
+
 fn parse_upload_id(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::try_parse(raw).map_err(|_| ApiError::not_found("no such upload"))
+}
+
+/// The bearer token every tus request but OPTIONS carries: 401 at once,
+/// before any other check, when there is none. Whose token it is gets
+/// checked against the upload later ([`authorize`]).
+fn require_bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
+    bearer_token(headers.get(header::AUTHORIZATION)).ok_or_else(|| {
+        ApiError::unauthorized(
+            "missing Authorization: Bearer token (the upload token or your user token)",
+        )
+    })
 }
 
 /// Checks the bearer token against the session: its upload token, or a
 /// user token of the upload's creator.
 async fn authorize(state: &UploadState, headers: &HeaderMap, s: &Session) -> Result<(), ApiError> {
-    let Some(token) = bearer_token(headers.get(header::AUTHORIZATION)) else {
-        return Err(ApiError::unauthorized(
-            "missing Authorization: Bearer token (the upload token or your user token)",
-        ));
-    };
+    let token = require_bearer(headers)?;
     if constant_time_eq(&token_digest(token), &s.token_hash) {
         return Ok(());
     }
@@ -83,6 +100,7 @@ pub(super) async fn head(
     Path(raw): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    require_bearer(&headers)?;
     check_resumable(&headers)?;
     let id = parse_upload_id(&raw)?;
     let s = session::load(&state, id)
@@ -101,13 +119,15 @@ pub(super) async fn head(
 }
 
 /// tus-js-client's `overridePatchMethod`: POST with
-/// `X-HTTP-Method-Override: PATCH|DELETE`.
+/// `X-HTTP-Method-Override: PATCH|DELETE` (400 without either).
 pub(super) async fn method_override(
     state: State<UploadState>,
     path: Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    require_bearer(&headers)?;
+    check_resumable(&headers)?;
     let method = headers
         .get(&METHOD_OVERRIDE)
         .and_then(|v| v.to_str().ok())
@@ -115,10 +135,9 @@ pub(super) async fn method_override(
     match method.as_deref() {
         Some("PATCH") => patch(state, path, headers, body).await,
         Some("DELETE") => terminate(state, path, headers).await,
-        _ => Err(ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "use PATCH, HEAD, DELETE or OPTIONS (or X-HTTP-Method-Override)",
+        _ => Err(ApiError::bad_request(
+            "POST here needs X-HTTP-Method-Override: PATCH or DELETE \
+             (or use PATCH, HEAD, DELETE or OPTIONS)",
         )),
     }
 }
@@ -129,6 +148,7 @@ pub(super) async fn patch(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    require_bearer(&headers)?;
     check_resumable(&headers)?;
     if !is_offset_stream(&headers) {
         return Err(ApiError::new(
@@ -295,6 +315,7 @@ pub(super) async fn terminate(
     Path(raw): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    require_bearer(&headers)?;
     check_resumable(&headers)?;
     let id = parse_upload_id(&raw)?;
     let mut tx = state.pool.begin().await.map_err(|e| db_error(&e))?;
@@ -348,6 +369,7 @@ pub(super) async fn create_tus(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    require_bearer(&headers)?;
     check_resumable(&headers)?;
     if headers.contains_key(&UPLOAD_DEFER_LENGTH) || headers.contains_key(&UPLOAD_CONCAT) {
         return Err(ApiError::bad_request(

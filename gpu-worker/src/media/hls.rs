@@ -222,6 +222,19 @@ pub struct TsSegmenter {
     continuity: ContinuityCounters,
 }
 
+// By hand: some fields (codec contexts, streams, secrets) have no useful
+// or safe Debug.
+impl std::fmt::Debug for TsSegmenter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TsSegmenter")
+            .field("name", &self.name)
+            .field("dir", &self.dir)
+            .field("width", &self.width)
+            .field("height", &self.height)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Everything a [`TsSegmenter`] needs to know.
 pub struct SegmenterConfig {
     /// Rung name.
@@ -240,6 +253,19 @@ pub struct SegmenterConfig {
     pub audio: Option<(codec::Parameters, Rational)>,
     /// Target segment duration.
     pub segment_seconds: u32,
+}
+
+// By hand: some fields (codec contexts, streams, secrets) have no useful
+// or safe Debug.
+impl std::fmt::Debug for SegmenterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SegmenterConfig")
+            .field("name", &self.name)
+            .field("dir", &self.dir)
+            .field("width", &self.width)
+            .field("height", &self.height)
+            .finish_non_exhaustive()
+    }
 }
 
 impl TsSegmenter {

@@ -282,7 +282,7 @@ pub fn transcode(
                 let nvenc = request.stages.nvenc;
                 let segment_seconds = request.segment_seconds;
                 handles.push(scope.spawn(move || {
-                    let mut scaler = SwsScaler::new(w, h, rotation, ffmpeg::format::Pixel::YUV420P);
+                    let mut scaler = SwsScaler::new(w, h, rotation, format::Pixel::YUV420P);
                     rung_thread(
                         rx,
                         &mut scaler,

@@ -27,7 +27,7 @@ pub(super) async fn heartbeat_loop(
             .await
         {
             Ok(_) => {}
-            Err(ClientError::LeaseLost(_)) | Err(ClientError::NotFound(_)) => {
+            Err(ClientError::LeaseLost(_) | ClientError::NotFound(_)) => {
                 lease_lost.cancel();
                 control.cancel();
                 return;

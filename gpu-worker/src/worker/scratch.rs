@@ -60,7 +60,7 @@ impl Drop for Scratch {
 pub(super) async fn download(worker: &Worker, key: &str, dest: &Path) -> Result<(), JobFailure> {
     let object = match worker.store.get(key, None).await {
         Ok(o) => o,
-        Err(StoreError::NotFound(_)) | Err(StoreError::InvalidKey(_)) => {
+        Err(StoreError::NotFound(_) | StoreError::InvalidKey(_)) => {
             return Err(JobFailure::MissingOriginal)
         }
         Err(e) => return Err(e.into()),

@@ -126,7 +126,7 @@ async fn run_job(worker: Arc<Worker>, job: LeasedJob) {
             match with_retries(|| worker.client.release(job.id, job.lease_token, msg)).await {
                 Ok(_) => tracing::info!("job handed back"),
                 Err(e) => {
-                    tracing::warn!(error = %e, "hand-back not recorded; the lease will expire")
+                    tracing::warn!(error = %e, "hand-back not recorded; the lease will expire");
                 }
             }
             "handed_back"

@@ -11,35 +11,35 @@ use std::time::{Duration, Instant};
 use vodfarm_core::testing::S3Server;
 
 /// The bucket every test api stores into.
-pub const BUCKET: &str = "vodfarm-api-test";
+pub(crate) const BUCKET: &str = "vodfarm-api-test";
 /// The playback signing secret of the test api.
-pub const SIGNING_SECRET: &str = "test-signing-secret";
+pub(crate) const SIGNING_SECRET: &str = "test-signing-secret";
 /// The origin base URL of the test api.
-pub const ORIGIN: &str = "http://origin.test";
+pub(crate) const ORIGIN: &str = "http://origin.test";
 
 /// A database, an S3 server and a `vodfarm api` on them.
 ///
 /// Fields drop in order: the api stops before its database is dropped.
-pub struct ApiEnv {
-    pub api: ApiProcess,
-    pub http: reqwest::Client,
+pub(crate) struct ApiEnv {
+    pub(crate) api: ApiProcess,
+    pub(crate) http: reqwest::Client,
     pub s3c: aws_sdk_s3::Client,
     pub s3: S3Server,
-    pub db: TestDb,
+    pub(crate) db: TestDb,
 }
 
 /// A `vodfarm api` process.
-pub struct ApiProcess {
-    pub child: Child,
-    pub port: u16,
-    pub base: String,
+pub(crate) struct ApiProcess {
+    pub(crate) child: Child,
+    pub(crate) port: u16,
+    pub(crate) base: String,
     args: Vec<String>,
     env: Vec<(&'static str, String)>,
 }
 
 impl ApiEnv {
     /// Starts everything; `extra` flags go to `vodfarm api`.
-    pub async fn start(extra: &[&str]) -> ApiEnv {
+    pub(crate) async fn start(extra: &[&str]) -> ApiEnv {
         let db = TestDb::new().await;
         let s3 = S3Server::start().await;
         let s3c = s3.client();
@@ -60,7 +60,7 @@ impl ApiEnv {
             "--db-max-connections".into(),
             "8".into(),
         ];
-        args.extend(extra.iter().map(|s| s.to_string()));
+        args.extend(extra.iter().map(ToString::to_string));
         let api = ApiProcess::start(free_port(), args, s3.env()).await;
         ApiEnv {
             db,
@@ -72,12 +72,12 @@ impl ApiEnv {
     }
 
     /// `{base}{path}`.
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.api.base)
     }
 
     /// Creates an account; returns (user_id, token).
-    pub async fn signup(&self, name: &str) -> (String, String) {
+    pub(crate) async fn signup(&self, name: &str) -> (String, String) {
         let r = self
             .http
             .post(self.url("/v1/users"))
@@ -94,7 +94,7 @@ impl ApiEnv {
     }
 
     /// Creates a channel for `token`; returns its id.
-    pub async fn channel(&self, token: &str) -> String {
+    pub(crate) async fn channel(&self, token: &str) -> String {
         let r = self
             .http
             .post(self.url("/v1/channels"))
@@ -109,7 +109,13 @@ impl ApiEnv {
     }
 
     /// `POST /v1/videos`; returns the answer's JSON.
-    pub async fn initiate(&self, token: &str, channel: &str, size: u64, privacy: &str) -> Value {
+    pub(crate) async fn initiate(
+        &self,
+        token: &str,
+        channel: &str,
+        size: u64,
+        privacy: &str,
+    ) -> Value {
         let r = self
             .http
             .post(self.url("/v1/videos"))
@@ -126,7 +132,7 @@ impl ApiEnv {
     }
 
     /// A tus PATCH of `data` at `offset`.
-    pub async fn patch(
+    pub(crate) async fn patch(
         &self,
         url: &str,
         token: &str,
@@ -146,7 +152,7 @@ impl ApiEnv {
     }
 
     /// The upload's offset by HEAD.
-    pub async fn head_offset(&self, url: &str, token: &str) -> u64 {
+    pub(crate) async fn head_offset(&self, url: &str, token: &str) -> u64 {
         let r = self
             .http
             .head(url)
@@ -160,7 +166,7 @@ impl ApiEnv {
     }
 
     /// SHA-256 (hex) of a stored object, read from the S3 server.
-    pub async fn stored_sha256(&self, key: &str) -> String {
+    pub(crate) async fn stored_sha256(&self, key: &str) -> String {
         let out = self
             .s3c
             .get_object()
@@ -174,7 +180,7 @@ impl ApiEnv {
     }
 
     /// Keys stored under `prefix`.
-    pub async fn keys(&self, prefix: &str) -> Vec<String> {
+    pub(crate) async fn keys(&self, prefix: &str) -> Vec<String> {
         let out = self
             .s3c
             .list_objects_v2()
@@ -190,7 +196,7 @@ impl ApiEnv {
     }
 
     /// Waits (polling, generously bounded) until nothing is stored under `prefix`.
-    pub async fn wait_empty(&self, prefix: &str) {
+    pub(crate) async fn wait_empty(&self, prefix: &str) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while !self.keys(prefix).await.is_empty() {
             assert!(Instant::now() < deadline, "{prefix} still has objects");
@@ -199,7 +205,7 @@ impl ApiEnv {
     }
 
     /// A video row's status, size and row id.
-    pub async fn video_row(&self, video_id: &str) -> (String, Option<i64>, i64) {
+    pub(crate) async fn video_row(&self, video_id: &str) -> (String, Option<i64>, i64) {
         sqlx::query_as("SELECT status, original_size_bytes, id FROM videos WHERE video_id = $1")
             .bind(video_id)
             .fetch_one(&self.db.pool)
@@ -208,7 +214,7 @@ impl ApiEnv {
     }
 
     /// The video's jobs: (job_type, status, depends_on count), by id.
-    pub async fn jobs(&self, video_id: &str) -> Vec<(String, String, i32)> {
+    pub(crate) async fn jobs(&self, video_id: &str) -> Vec<(String, String, i32)> {
         sqlx::query_as(
             "SELECT j.job_type, j.status, cardinality(j.depends_on) FROM processing_jobs j
              JOIN videos v ON v.id = j.video_id WHERE v.video_id = $1 ORDER BY j.id",
@@ -221,7 +227,7 @@ impl ApiEnv {
 }
 
 /// A numeric response header.
-pub fn header_u64(r: &reqwest::Response, name: &str) -> u64 {
+pub(crate) fn header_u64(r: &reqwest::Response, name: &str) -> u64 {
     r.headers()
         .get(name)
         .and_then(|v| v.to_str().ok())
@@ -230,7 +236,7 @@ pub fn header_u64(r: &reqwest::Response, name: &str) -> u64 {
 }
 
 /// Lowercase hex SHA-256.
-pub fn sha256_hex(data: &[u8]) -> String {
+pub(crate) fn sha256_hex(data: &[u8]) -> String {
     Sha256::digest(data)
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -238,7 +244,7 @@ pub fn sha256_hex(data: &[u8]) -> String {
 }
 
 /// Deterministic pseudo-random bytes (xorshift), so failures reproduce.
-pub fn bytes(len: usize, seed: u64) -> Vec<u8> {
+pub(crate) fn bytes(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
     let mut out = Vec::with_capacity(len + 8);
     while out.len() < len {
@@ -253,7 +259,7 @@ pub fn bytes(len: usize, seed: u64) -> Vec<u8> {
 
 impl ApiProcess {
     /// Spawns `vodfarm api` on `port` and waits for `/readyz`.
-    pub async fn start(
+    pub(crate) async fn start(
         port: u16,
         args: Vec<String>,
         env: Vec<(&'static str, String)>,
@@ -306,20 +312,20 @@ impl ApiProcess {
     }
 
     /// SIGKILL: no clean shutdown, requests in flight are cut.
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 
     /// Starts the api again on the same port with the same settings.
-    pub async fn restart(&mut self) {
+    pub(crate) async fn restart(&mut self) {
         self.kill();
         self.child = Self::spawn(self.port, &self.args, &self.env);
         self.wait_ready().await;
     }
 
     /// The api's peak resident memory (VmHWM, KiB), from /proc.
-    pub fn peak_rss_kib(&self) -> Option<u64> {
+    pub(crate) fn peak_rss_kib(&self) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
         status
             .lines()

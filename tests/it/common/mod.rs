@@ -13,22 +13,22 @@ use vodfarm_core::ids::{new_public_id, IdKind};
 use vodfarm_core::jobs::JobType;
 
 /// The worker token every test coordinator uses.
-pub const WORKER_TOKEN: &str = "test-worker-token";
+pub(crate) const WORKER_TOKEN: &str = "test-worker-token";
 
 /// The server tests run against (`VODFARM_TEST_PG`, default the machine's).
-pub fn pg_base() -> String {
+pub(crate) fn pg_base() -> String {
     std::env::var("VODFARM_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
 
 /// A database of its own for one test, migrated, dropped at the end.
-pub struct TestDb {
-    pub url: String,
-    pub name: String,
-    pub pool: PgPool,
+pub(crate) struct TestDb {
+    pub(crate) url: String,
+    pub(crate) name: String,
+    pub(crate) pool: PgPool,
 }
 
 impl TestDb {
-    pub async fn new() -> TestDb {
+    pub(crate) async fn new() -> TestDb {
         let name = format!("vodfarm_t_{}", uuid::Uuid::new_v4().simple());
         let url = format!("{}/{name}", pg_base());
         Postgres::create_database(&url)
@@ -69,7 +69,7 @@ impl Drop for TestDb {
 }
 
 /// Sends SIGTERM to `child` and waits up to `timeout` for its exit status.
-pub fn terminate_child(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+pub(crate) fn terminate_child(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
@@ -86,7 +86,7 @@ pub fn terminate_child(child: &mut Child, timeout: Duration) -> Option<ExitStatu
 }
 
 /// A free TCP port on loopback.
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -94,15 +94,15 @@ pub fn free_port() -> u16 {
 }
 
 /// A `vodfarm coordinator` process.
-pub struct CoordinatorProcess {
-    pub child: Child,
-    pub base: String,
+pub(crate) struct CoordinatorProcess {
+    pub(crate) child: Child,
+    pub(crate) base: String,
 }
 
 impl CoordinatorProcess {
     /// Starts a coordinator on `db` with extra flags and waits until it
     /// answers `/readyz`.
-    pub async fn start(db: &TestDb, extra: &[&str]) -> CoordinatorProcess {
+    pub(crate) async fn start(db: &TestDb, extra: &[&str]) -> CoordinatorProcess {
         let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_vodfarm"))
             .arg("coordinator")
@@ -137,7 +137,7 @@ impl CoordinatorProcess {
     }
 
     /// Sends SIGTERM and waits up to `timeout` for the process to exit.
-    pub fn terminate(&mut self, timeout: Duration) -> Option<ExitStatus> {
+    pub(crate) fn terminate(&mut self, timeout: Duration) -> Option<ExitStatus> {
         terminate_child(&mut self.child, timeout)
     }
 }
@@ -151,7 +151,7 @@ impl Drop for CoordinatorProcess {
 
 /// A creator, a channel and a video in `processing`; returns the video's
 /// row id and public id.
-pub async fn insert_video(pool: &PgPool) -> (i64, String) {
+pub(crate) async fn insert_video(pool: &PgPool) -> (i64, String) {
     let user_pub = new_public_id(IdKind::User);
     let user: i64 = sqlx::query_scalar(
         "INSERT INTO users (user_id, email, username, password_hash)
@@ -184,7 +184,7 @@ pub async fn insert_video(pool: &PgPool) -> (i64, String) {
 }
 
 /// A job of `job_type` with `priority`, no dependencies.
-pub fn job(job_type: JobType, priority: i32) -> NewJob {
+pub(crate) fn job(job_type: JobType, priority: i32) -> NewJob {
     NewJob {
         job_type,
         input_path: "originals/x/original.mp4".into(),
@@ -198,7 +198,7 @@ pub fn job(job_type: JobType, priority: i32) -> NewJob {
 }
 
 /// Inserts `jobs` for `video` in one transaction; returns their ids.
-pub async fn enqueue(pool: &PgPool, video: i64, jobs: &[NewJob]) -> Vec<i64> {
+pub(crate) async fn enqueue(pool: &PgPool, video: i64, jobs: &[NewJob]) -> Vec<i64> {
     let mut tx = pool.begin().await.expect("begin");
     let ids = JobQueue::enqueue(&mut tx, video, jobs)
         .await
@@ -208,7 +208,7 @@ pub async fn enqueue(pool: &PgPool, video: i64, jobs: &[NewJob]) -> Vec<i64> {
 }
 
 /// A job row's status, attempts and error.
-pub async fn job_row(pool: &PgPool, id: i64) -> (String, i32, Option<String>) {
+pub(crate) async fn job_row(pool: &PgPool, id: i64) -> (String, i32, Option<String>) {
     sqlx::query_as("SELECT status, attempts, error_message FROM processing_jobs WHERE id = $1")
         .bind(id)
         .fetch_one(pool)
@@ -217,7 +217,7 @@ pub async fn job_row(pool: &PgPool, id: i64) -> (String, i32, Option<String>) {
 }
 
 /// A video row's status, progress and processing error.
-pub async fn video_row(pool: &PgPool, id: i64) -> (String, i32, Option<String>) {
+pub(crate) async fn video_row(pool: &PgPool, id: i64) -> (String, i32, Option<String>) {
     sqlx::query_as("SELECT status, processing_progress, processing_error FROM videos WHERE id = $1")
         .bind(id)
         .fetch_one(pool)
@@ -226,7 +226,7 @@ pub async fn video_row(pool: &PgPool, id: i64) -> (String, i32, Option<String>) 
 }
 
 /// The coordinator's `/metrics` text.
-pub async fn metrics_text(base: &str) -> String {
+pub(crate) async fn metrics_text(base: &str) -> String {
     reqwest::get(format!("{base}/metrics"))
         .await
         .expect("metrics")
@@ -236,7 +236,7 @@ pub async fn metrics_text(base: &str) -> String {
 }
 
 /// The value of one sample of a Prometheus text exposition, if present.
-pub fn metric(text: &str, name_with_labels: &str) -> Option<f64> {
+pub(crate) fn metric(text: &str, name_with_labels: &str) -> Option<f64> {
     text.lines()
         .find(|l| l.starts_with(name_with_labels) && l[name_with_labels.len()..].starts_with(' '))
         .and_then(|l| l.rsplit(' ').next())

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 /// Runs ffmpeg quietly; panics when it fails.
-pub fn ffmpeg(args: &[&str]) {
+pub(crate) fn ffmpeg(args: &[&str]) {
     let status = Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-y"])
         .args(args)
@@ -18,7 +18,7 @@ pub fn ffmpeg(args: &[&str]) {
 }
 
 /// ffprobe's JSON for `path` with extra arguments.
-pub fn ffprobe(path: &Path, extra: &[&str]) -> serde_json::Value {
+pub(crate) fn ffprobe(path: &Path, extra: &[&str]) -> serde_json::Value {
     let out = Command::new("ffprobe")
         .args(["-v", "error", "-print_format", "json"])
         .args(extra)
@@ -36,25 +36,32 @@ pub fn ffprobe(path: &Path, extra: &[&str]) -> serde_json::Value {
 
 /// A test source: how to make it and what it is.
 #[derive(Debug, Clone)]
-pub struct Source {
+pub(crate) struct Source {
     /// Short name (file name).
-    pub name: &'static str,
+    pub(crate) name: &'static str,
     /// ffmpeg arguments after the inputs are defined, before the output.
-    pub args: Vec<String>,
+    pub(crate) args: Vec<String>,
     /// Upright display size.
-    pub display: (u32, u32),
+    pub(crate) display: (u32, u32),
     /// Has an audio track.
-    pub audio: bool,
+    pub(crate) audio: bool,
     /// Output frame rate we expect (constant).
-    pub fps: f64,
+    pub(crate) fps: f64,
 }
 
 fn s(v: &[&str]) -> Vec<String> {
-    v.iter().map(|x| x.to_string()).collect()
+    v.iter().map(ToString::to_string).collect()
 }
 
 /// `testsrc2` video (+ a sine tone) of `w`x`h` at `rate` for `secs`.
-pub fn lavfi(name: &'static str, w: u32, h: u32, rate: u32, secs: f64, audio: bool) -> Source {
+pub(crate) fn lavfi(
+    name: &'static str,
+    w: u32,
+    h: u32,
+    rate: u32,
+    secs: f64,
+    audio: bool,
+) -> Source {
     let mut args = s(&["-f", "lavfi", "-i"]);
     args.push(format!("testsrc2=size={w}x{h}:rate={rate}:duration={secs}"));
     if audio {
@@ -83,7 +90,7 @@ pub fn lavfi(name: &'static str, w: u32, h: u32, rate: u32, secs: f64, audio: bo
 
 impl Source {
     /// Writes the source file into `dir`.
-    pub fn make(&self, dir: &Path) -> PathBuf {
+    pub(crate) fn make(&self, dir: &Path) -> PathBuf {
         let path = dir.join(format!("{}.mp4", self.name));
         let mut args: Vec<&str> = self.args.iter().map(String::as_str).collect();
         let p = path.to_str().expect("utf-8 path");
@@ -94,14 +101,14 @@ impl Source {
 }
 
 /// A `vodfarm worker` process, killed on drop.
-pub struct WorkerProcess {
-    pub child: Child,
-    pub metrics_base: String,
+pub(crate) struct WorkerProcess {
+    pub(crate) child: Child,
+    pub(crate) metrics_base: String,
 }
 
 impl WorkerProcess {
     /// Starts a worker against `coordinator` and `store_url` with extra flags.
-    pub fn start(
+    pub(crate) fn start(
         coordinator: &str,
         store_url: &str,
         scratch: &Path,
@@ -144,7 +151,7 @@ impl WorkerProcess {
     }
 
     /// SIGTERM, then wait up to `timeout` for the exit status.
-    pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+    pub(crate) fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
         crate::common::terminate_child(&mut self.child, timeout)
     }
 }
@@ -157,7 +164,7 @@ impl Drop for WorkerProcess {
 }
 
 /// The attributes of an `#EXT-X-STREAM-INF` line.
-pub fn attributes(line: &str) -> std::collections::HashMap<String, String> {
+pub(crate) fn attributes(line: &str) -> std::collections::HashMap<String, String> {
     let mut out = std::collections::HashMap::new();
     let body = line.split_once(':').map(|(_, b)| b).unwrap_or("");
     let mut rest = body;
@@ -182,7 +189,7 @@ pub fn attributes(line: &str) -> std::collections::HashMap<String, String> {
 
 /// A media playlist checked against RFC 8216 VOD rules; returns
 /// (target duration, EXTINF durations, segment URIs).
-pub fn check_media_playlist(text: &str) -> (u64, Vec<f64>, Vec<String>) {
+pub(crate) fn check_media_playlist(text: &str) -> (u64, Vec<f64>, Vec<String>) {
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.first(), Some(&"#EXTM3U"), "{text}");
     assert!(lines.contains(&"#EXT-X-PLAYLIST-TYPE:VOD"), "{text}");
@@ -219,7 +226,7 @@ pub fn check_media_playlist(text: &str) -> (u64, Vec<f64>, Vec<String>) {
 /// PSNR (average, dB) of `encoded` against `source` scaled to `w`x`h`
 /// at `fps` (the reference goes through the same upright/CFR/scale path
 /// the ffmpeg CLI would use).
-pub fn psnr(encoded: &Path, source: &Path, w: u32, h: u32, fps: f64) -> f64 {
+pub(crate) fn psnr(encoded: &Path, source: &Path, w: u32, h: u32, fps: f64) -> f64 {
     let graph = format!(
         "[1:v]fps={fps},scale={w}:{h}:flags=bicubic,format=yuv420p,setpts=PTS-STARTPTS[ref];[0:v]format=yuv420p,setpts=PTS-STARTPTS[enc];[enc][ref]psnr"
     );

@@ -12,19 +12,19 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use vodfarm_core::store::{LocalStore, ObjectStore};
 
 /// The signing secret every test origin shares.
-pub const SECRET: &str = "test-signing-secret";
+pub(crate) const SECRET: &str = "test-signing-secret";
 
 /// A `vodfarm origin` process, killed on drop.
-pub struct OriginProcess {
-    pub child: Child,
-    pub base: String,
-    pub port: u16,
+pub(crate) struct OriginProcess {
+    pub(crate) child: Child,
+    pub(crate) base: String,
+    pub(crate) port: u16,
 }
 
 impl OriginProcess {
     /// Starts an origin on `db` with `--upstream upstream` and waits until
     /// it listens for video changes.
-    pub async fn start(
+    pub(crate) async fn start(
         db: &TestDb,
         upstream: &str,
         env: &[(&str, String)],
@@ -34,7 +34,7 @@ impl OriginProcess {
     }
 
     /// Like [`start`](Self::start), on a given port.
-    pub async fn start_on(
+    pub(crate) async fn start_on(
         port: u16,
         db: &TestDb,
         upstream: &str,
@@ -80,12 +80,12 @@ impl OriginProcess {
     }
 
     /// `base` + `path`.
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
     /// One sample of this origin's `/metrics` (0 when absent).
-    pub async fn metric(&self, name: &str) -> f64 {
+    pub(crate) async fn metric(&self, name: &str) -> f64 {
         let text = reqwest::get(self.url("/metrics"))
             .await
             .expect("metrics")
@@ -96,7 +96,7 @@ impl OriginProcess {
     }
 
     /// Kills the process now.
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -109,13 +109,13 @@ impl Drop for OriginProcess {
 }
 
 /// A local object store in a fresh directory, removed on drop.
-pub struct LocalDir {
-    pub dir: PathBuf,
-    pub store: LocalStore,
+pub(crate) struct LocalDir {
+    pub(crate) dir: PathBuf,
+    pub(crate) store: LocalStore,
 }
 
 impl LocalDir {
-    pub async fn new() -> LocalDir {
+    pub(crate) async fn new() -> LocalDir {
         let dir = std::env::temp_dir().join(format!(
             "vodfarm-origin-test-{}",
             uuid::Uuid::new_v4().simple()
@@ -125,7 +125,7 @@ impl LocalDir {
     }
 
     /// `VODFARM_STORE` for it.
-    pub fn env(&self) -> Vec<(&'static str, String)> {
+    pub(crate) fn env(&self) -> Vec<(&'static str, String)> {
         vec![("VODFARM_STORE", format!("file://{}", self.dir.display()))]
     }
 }
@@ -137,7 +137,7 @@ impl Drop for LocalDir {
 }
 
 /// Deterministic pseudo-random bytes.
-pub fn bytes_of(len: usize, seed: u64) -> Bytes {
+pub(crate) fn bytes_of(len: usize, seed: u64) -> Bytes {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     (0..len)
         .map(|_| {
@@ -152,7 +152,7 @@ pub fn bytes_of(len: usize, seed: u64) -> Bytes {
 
 /// Writes the files of one video: playlists, three segments, images and
 /// subtitles. Returns the 720p segment 0.
-pub async fn put_video(store: &dyn ObjectStore, id: &str, segment_len: usize) -> Bytes {
+pub(crate) async fn put_video(store: &dyn ObjectStore, id: &str, segment_len: usize) -> Bytes {
     let master =
         "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=2000000,RESOLUTION=1280x720\n720p/playlist.m3u8\n";
     let playlist = "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:6\n#EXTINF:6.0,\nsegment_0.ts\n#EXTINF:6.0,\nsegment_1.ts\n#EXT-X-ENDLIST\n";
@@ -209,14 +209,14 @@ pub async fn put_video(store: &dyn ObjectStore, id: &str, segment_len: usize) ->
 }
 
 /// A ready public video row; returns its public id.
-pub async fn ready_video(db: &TestDb) -> String {
+pub(crate) async fn ready_video(db: &TestDb) -> String {
     let (_, id) = crate::common::insert_video(&db.pool).await;
     set_video(db, &id, "status = 'ready'").await;
     id
 }
 
 /// `UPDATE videos SET {set} WHERE video_id = id`.
-pub async fn set_video(db: &TestDb, id: &str, set: &str) {
+pub(crate) async fn set_video(db: &TestDb, id: &str, set: &str) {
     // `set` is a literal from the tests, never outside input.
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "UPDATE videos SET {set} WHERE video_id = $1"
@@ -229,7 +229,7 @@ pub async fn set_video(db: &TestDb, id: &str, set: &str) {
 
 /// Sends one raw HTTP/1.1 request line (the path exactly as given, not
 /// normalized by a client library) and returns the status code.
-pub async fn raw_status(port: u16, path: &str) -> u16 {
+pub(crate) async fn raw_status(port: u16, path: &str) -> u16 {
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .expect("connect");
@@ -246,7 +246,7 @@ pub async fn raw_status(port: u16, path: &str) -> u16 {
 
 /// Polls `f` until it returns true or `within` passes; returns the time
 /// it took, or panics with `what`.
-pub async fn within<F, Fut>(within: Duration, what: &str, mut f: F) -> Duration
+pub(crate) async fn within<F, Fut>(within: Duration, what: &str, mut f: F) -> Duration
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,

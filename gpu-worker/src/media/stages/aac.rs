@@ -20,6 +20,17 @@ pub struct AacEncoder {
     frame_size: usize,
 }
 
+// By hand: some fields (codec contexts, streams, secrets) have no useful
+// or safe Debug.
+impl std::fmt::Debug for AacEncoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AacEncoder")
+            .field("next_pts", &self.next_pts)
+            .field("frame_size", &self.frame_size)
+            .finish_non_exhaustive()
+    }
+}
+
 impl AacEncoder {
     /// Opens the source stream's decoder and an AAC-LC encoder at `bitrate`.
     pub fn open(parameters: codec::Parameters, bitrate: u32) -> Result<Self, MediaError> {

@@ -14,6 +14,17 @@ pub struct LibavDecoder {
     errors: u64,
 }
 
+// By hand: some fields (codec contexts, streams, secrets) have no useful
+// or safe Debug.
+impl std::fmt::Debug for LibavDecoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LibavDecoder")
+            .field("name", &self.name)
+            .field("errors", &self.errors)
+            .finish_non_exhaustive()
+    }
+}
+
 impl LibavDecoder {
     /// Opens a decoder for a stream with `parameters`.
     pub fn open(parameters: codec::Parameters, nvdec: bool) -> Result<Self, MediaError> {
@@ -30,7 +41,7 @@ impl LibavDecoder {
                 .and_then(|c| {
                     c.decoder()
                         .open_as(codec)
-                        .and_then(|o| o.video())
+                        .and_then(ffmpeg_next::decoder::Opened::video)
                         .map_err(|e| MediaError::internal("nvdec", e))
                 });
             match opened {
@@ -42,7 +53,7 @@ impl LibavDecoder {
                     })
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "NVDEC decoder failed to open; decoding in software")
+                    tracing::warn!(error = %e, "NVDEC decoder failed to open; decoding in software");
                 }
             }
         }

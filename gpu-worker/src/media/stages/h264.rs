@@ -42,6 +42,16 @@ pub struct LibavH264Encoder {
     name: &'static str,
 }
 
+// By hand: some fields (codec contexts, streams, secrets) have no useful
+// or safe Debug.
+impl std::fmt::Debug for LibavH264Encoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LibavH264Encoder")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
 impl LibavH264Encoder {
     /// Opens libx264 (or h264_nvenc when `nvenc`, falling back to libx264
     /// if it will not open).

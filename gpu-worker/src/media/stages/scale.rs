@@ -17,6 +17,18 @@ pub struct SwsScaler {
     rotation: Rotation,
 }
 
+// By hand: some fields (codec contexts, streams, secrets) have no useful
+// or safe Debug.
+impl std::fmt::Debug for SwsScaler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SwsScaler")
+            .field("format", &self.format)
+            .field("width", &self.width)
+            .field("height", &self.height)
+            .finish_non_exhaustive()
+    }
+}
+
 impl SwsScaler {
     /// A scaler to `width` x `height` upright in `format` (`YUV420P` for
     /// encoders, `YUVJ420P` for JPEG).
