@@ -18,7 +18,7 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
 }
 
 /// Runs every check against `store`, which must start empty.
-pub async fn run(store: &dyn ObjectStore) {
+pub(crate) async fn run(store: &dyn ObjectStore) {
     // put / get / head.
     let meta = store
         .put("encoded/v_a/master.m3u8", Bytes::from_static(b"#EXTM3U\n"))
