@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # README's second command: every check and test of vodfarm.
-#   ./test.sh            format, lints, unit and integration tests
+#   ./test.sh            alert rules, Helm chart, format, lints, unit and
+#                        integration tests
 # Servers (PostgreSQL, Redis) are installed and started if they are down.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -9,6 +10,11 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 bash scripts/services.sh
 
+echo "== promtool check rules, promtool test rules (alerts)"
+promtool check rules helm/vodfarm/files/prometheus/alerts.yaml
+promtool test rules deploy/prometheus/alerts_test.yaml
+echo "== helm lint, helm template, dashboard (scripts/helm_check.py)"
+python3 scripts/helm_check.py
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"

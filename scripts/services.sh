@@ -57,6 +57,26 @@ if ! python3 -c 'import schemathesis' >/dev/null 2>&1 || ! command -v schemathes
   python3 -m pip install -q schemathesis || python3 -m pip install -q --break-system-packages schemathesis
 fi
 
+# Monitoring checks of ./test.sh: promtool (Debian's prometheus package;
+# only its promtool is used, recommends skipped) checks and unit-tests the
+# alert rules and lints every role's /metrics (tests/it/metrics.rs);
+# helm-python-sdk (Helm's Go SDK as a Python module, no helm binary
+# needed) lints and renders the chart for scripts/helm_check.py.
+if ! command -v promtool >/dev/null 2>&1; then
+  echo "services: installing prometheus (for promtool)"
+  if [ $apt_updated = 0 ]; then as_root apt-get update -qq; apt_updated=1; fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+promtool --version >/dev/null
+if ! python3 -c 'import helm_python' >/dev/null 2>&1; then
+  echo "services: installing helm-python-sdk (pip)"
+  python3 -m pip install -q helm-python-sdk || python3 -m pip install -q --break-system-packages helm-python-sdk
+fi
+if ! python3 -c 'import yaml' >/dev/null 2>&1; then
+  echo "services: installing pyyaml (pip)"
+  python3 -m pip install -q pyyaml || python3 -m pip install -q --break-system-packages pyyaml
+fi
+
 if ! pg_isready -q -h 127.0.0.1 -p 5432; then
   echo "services: starting PostgreSQL"
   as_root pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -n1)" main start
