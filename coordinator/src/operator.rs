@@ -91,10 +91,12 @@ pub(crate) async fn queue_stats(
     Ok(ApiJson(s.queue.stats().await?))
 }
 
-/// `GET /v1/workers`.
+/// `GET /v1/workers`. This replica's sightings since its last periodic
+/// flush are written first, so a worker that just polled it is listed.
 pub(crate) async fn list_workers(
     State(s): State<AppState>,
 ) -> Result<ApiJson<WorkerList>, ApiError> {
+    s.queue.record_workers(&s.seen.take()).await?;
     Ok(ApiJson(WorkerList {
         workers: s.queue.list_workers().await?,
     }))

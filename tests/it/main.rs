@@ -21,6 +21,8 @@ mod origin_support;
 mod api;
 mod dev;
 mod e2e;
+mod metrics;
+mod ops;
 mod origin;
 mod queue;
 mod tidy;

