@@ -356,29 +356,25 @@ async fn metrics(State(s): State<AppState>) -> Response {
     // The gauges describe the whole queue, so read them at scrape time: a
     // cost proportional to scrapes, not to workers.
     match s.queue.open_counts().await {
-        Ok(counts) => {
-            s.metrics.jobs_pending.reset();
-            s.metrics.jobs_processing.reset();
+        Ok(open) => {
+            let m = &s.metrics;
+            // Types with no open job are absent from the answer: zero
+            // every type first, then set those present.
             for t in vodfarm_core::jobs::JobType::ALL {
-                s.metrics
-                    .jobs_pending
-                    .with_label_values(&[t.as_str()])
-                    .set(0);
-                s.metrics
-                    .jobs_processing
-                    .with_label_values(&[t.as_str()])
-                    .set(0);
+                let t = [t.as_str()];
+                m.jobs_pending.with_label_values(&t).set(0);
+                m.jobs_processing.with_label_values(&t).set(0);
+                m.oldest_pending.with_label_values(&t).set(0.0);
             }
-            for (t, pending, processing) in counts {
-                s.metrics
-                    .jobs_pending
-                    .with_label_values(&[t.as_str()])
-                    .set(pending);
-                s.metrics
-                    .jobs_processing
-                    .with_label_values(&[t.as_str()])
-                    .set(processing);
+            for c in open.by_type {
+                let t = [c.job_type.as_str()];
+                m.jobs_pending.with_label_values(&t).set(c.pending);
+                m.jobs_processing.with_label_values(&t).set(c.processing);
+                m.oldest_pending
+                    .with_label_values(&t)
+                    .set(c.oldest_due_seconds);
             }
+            m.workers_seen.set(open.workers_seen);
         }
         Err(e) => tracing::warn!(error = %e, "could not refresh queue gauges"),
     }

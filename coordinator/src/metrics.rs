@@ -1,8 +1,8 @@
 //! The coordinator's Prometheus metrics.
 
 use prometheus::{
-    exponential_buckets, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry,
+    exponential_buckets, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry,
 };
 
 /// Every metric the coordinator exports on `/metrics`.
@@ -16,6 +16,12 @@ pub struct CoordinatorMetrics {
     pub jobs_pending: IntGaugeVec,
     /// Leased jobs by type, refreshed like `jobs_pending`.
     pub jobs_processing: IntGaugeVec,
+    /// Age of the oldest due pending job by type, seconds (0: none due);
+    /// refreshed like `jobs_pending`. What "the queue is stuck" alerts on.
+    pub oldest_pending: GaugeVec,
+    /// Workers any replica heard from in the last five minutes, refreshed
+    /// like `jobs_pending`.
+    pub workers_seen: IntGauge,
     /// Leases granted by this replica.
     pub leases_granted: IntCounterVec,
     /// Leases this replica's reaper found expired, by outcome
@@ -51,6 +57,17 @@ impl CoordinatorMetrics {
                     "Leased jobs by type (whole queue)",
                 ),
                 by_type,
+            )?,
+            oldest_pending: GaugeVec::new(
+                Opts::new(
+                    "vodfarm_queue_oldest_pending_seconds",
+                    "Age of the oldest due pending job by type, seconds (whole queue)",
+                ),
+                by_type,
+            )?,
+            workers_seen: IntGauge::new(
+                "vodfarm_workers_seen",
+                "Workers heard from by any replica in the last five minutes",
             )?,
             leases_granted: IntCounterVec::new(
                 Opts::new(
@@ -107,6 +124,8 @@ impl CoordinatorMetrics {
         };
         m.registry.register(Box::new(m.jobs_pending.clone()))?;
         m.registry.register(Box::new(m.jobs_processing.clone()))?;
+        m.registry.register(Box::new(m.oldest_pending.clone()))?;
+        m.registry.register(Box::new(m.workers_seen.clone()))?;
         m.registry.register(Box::new(m.leases_granted.clone()))?;
         m.registry.register(Box::new(m.lease_expiries.clone()))?;
         m.registry.register(Box::new(m.jobs_completed.clone()))?;
@@ -121,6 +140,7 @@ impl CoordinatorMetrics {
             let t = t.as_str();
             m.jobs_pending.with_label_values(&[t]);
             m.jobs_processing.with_label_values(&[t]);
+            m.oldest_pending.with_label_values(&[t]);
             m.leases_granted.with_label_values(&[t]);
             m.jobs_completed.with_label_values(&[t]);
             m.job_duration.with_label_values(&[t]);

@@ -7,6 +7,28 @@ use super::{JobQueue, QueueError};
 use sqlx::Row;
 use vodfarm_core::jobs::{JobCount, JobStatus, JobType, JobView, QueueStats, WorkerSeen};
 
+/// The whole queue as the gauges show it ([`JobQueue::open_counts`]).
+#[derive(Debug, Clone, Default)]
+pub struct OpenCounts {
+    /// Per job type with open jobs (types without any are left out).
+    pub by_type: Vec<TypeCounts>,
+    /// Workers seen by any replica in the last five minutes.
+    pub workers_seen: i64,
+}
+
+/// Open jobs of one type.
+#[derive(Debug, Clone)]
+pub struct TypeCounts {
+    /// The type.
+    pub job_type: JobType,
+    /// Waiting to be leased (due or not).
+    pub pending: i64,
+    /// Leased.
+    pub processing: i64,
+    /// Age of the oldest due pending job, seconds (0: none due).
+    pub oldest_due_seconds: f64,
+}
+
 /// Which jobs [`JobQueue::list`] answers (`None`: any).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct JobFilter<'a> {
@@ -196,24 +218,40 @@ impl JobQueue {
         })
     }
 
-    /// Pending and processing counts per job type (for the metrics gauges).
-    pub async fn open_counts(&self) -> Result<Vec<(JobType, i64, i64)>, QueueError> {
+    /// What the whole-queue gauges show, read at scrape time: per job
+    /// type the pending and leased counts and the age of the oldest due
+    /// pending job, and the workers seen in the last five minutes.
+    pub async fn open_counts(&self) -> Result<OpenCounts, QueueError> {
         let rows = sqlx::query(
             "SELECT job_type,
                     count(*) FILTER (WHERE status = 'pending') AS pending,
-                    count(*) FILTER (WHERE status = 'processing') AS processing
+                    count(*) FILTER (WHERE status = 'processing') AS processing,
+                    coalesce(extract(epoch FROM now() - min(greatest(created_at, run_after))
+                        FILTER (WHERE status = 'pending' AND run_after <= now())), 0)::float8
+                        AS oldest_due
              FROM processing_jobs WHERE status IN ('pending', 'processing') GROUP BY 1",
         )
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
+        let by_type = rows
+            .iter()
             .map(|r| {
-                Ok((
-                    parse_job_type(r.try_get("job_type")?)?,
-                    r.try_get("pending")?,
-                    r.try_get("processing")?,
-                ))
+                Ok(TypeCounts {
+                    job_type: parse_job_type(r.try_get("job_type")?)?,
+                    pending: r.try_get("pending")?,
+                    processing: r.try_get("processing")?,
+                    oldest_due_seconds: r.try_get::<f64, _>("oldest_due")?.max(0.0),
+                })
             })
-            .collect()
+            .collect::<Result<Vec<_>, QueueError>>()?;
+        let workers_seen: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM workers WHERE last_seen_at > now() - interval '5 minutes'",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(OpenCounts {
+            by_type,
+            workers_seen,
+        })
     }
 }

@@ -33,7 +33,7 @@ mod video;
 mod video_admin;
 mod workers;
 
-pub use admin::JobFilter;
+pub use admin::{JobFilter, OpenCounts, TypeCounts};
 pub use enqueue::NewJob;
 pub use lease::{LeaseFilter, ReapReport};
 pub use workers::WorkerSighting;

@@ -19,7 +19,7 @@ pub mod transcode;
 
 pub use error::MediaError;
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Once;
 
 /// Initialises libav once and quiets its logging (errors only).
@@ -39,6 +39,8 @@ pub fn init() {
 pub struct JobControl {
     permille: AtomicU32,
     cancelled: AtomicBool,
+    /// Frames handed to encoders (all rungs) not yet counted in metrics.
+    frames: AtomicU64,
 }
 
 impl JobControl {
@@ -55,6 +57,17 @@ impl JobControl {
         (self.permille.load(Ordering::Relaxed) / 10) as i32
     }
 
+    /// Counts `n` frames handed to an encoder (summed over renditions).
+    pub fn add_frames(&self, n: u64) {
+        self.frames.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Frames counted since the last call: what the worker adds to its
+    /// frames counter while the job runs, so encode rates are live.
+    pub fn take_frames(&self) -> u64 {
+        self.frames.swap(0, Ordering::Relaxed)
+    }
+
     /// Asks the job to stop as soon as it can.
     pub fn cancel(&self) {
         self.cancelled.store(true, Ordering::Relaxed);
@@ -63,5 +76,32 @@ impl JobControl {
     /// Whether the job was asked to stop.
     pub fn is_cancelled(&self) -> bool {
         self.cancelled.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::JobControl;
+
+    #[test]
+    fn frames_are_counted_once() {
+        let control = JobControl::default();
+        control.add_frames(3);
+        control.add_frames(2);
+        assert_eq!(control.take_frames(), 5);
+        assert_eq!(
+            control.take_frames(),
+            0,
+            "taken frames are not counted again"
+        );
+    }
+
+    #[test]
+    fn progress_never_goes_backwards() {
+        let control = JobControl::default();
+        control.set_progress(0.5);
+        control.set_progress(0.2);
+        control.set_progress(f64::NAN);
+        assert_eq!(control.percent(), 50);
     }
 }

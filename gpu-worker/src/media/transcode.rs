@@ -162,6 +162,7 @@ struct RungJob {
 fn rung_thread(
     rx: Receiver<RungMessage>,
     scaler: &mut dyn Scaler,
+    control: &JobControl,
     job: RungJob,
 ) -> Result<RenditionSummary, MediaError> {
     let RungJob {
@@ -197,6 +198,7 @@ fn rung_thread(
                 scaled.set_pts(Some(index));
                 let key = is_segment_start(index, segment_seconds, settings.fps);
                 encoder.encode(Some((&mut scaled, key)), &mut |p| packager.write_video(p))?;
+                control.add_frames(1);
             }
             RungMessage::Audio(p) => packager.write_audio(p)?,
             RungMessage::End(frames) => {
@@ -286,6 +288,7 @@ pub fn transcode(
                     rung_thread(
                         rx,
                         &mut scaler,
+                        control,
                         RungJob {
                             name,
                             settings,

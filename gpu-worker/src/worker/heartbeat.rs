@@ -1,6 +1,7 @@
 //! A running job's heartbeat: progress to the coordinator every
 //! `--heartbeat-interval`, which also extends the lease. A lost lease
-//! stops the job (another worker owns it now).
+//! stops the job (another worker owns it now). Each beat also adds the
+//! frames encoded since the last one to the worker's frames counter.
 
 use super::Worker;
 use crate::client::ClientError;
@@ -21,6 +22,9 @@ pub(super) async fn heartbeat_loop(
     tick.tick().await;
     loop {
         tick.tick().await;
+        // Frames encoded since the last beat: keeps the encode rate
+        // (vodfarm_worker_frames_encoded_total) live during long jobs.
+        worker.metrics.frames.inc_by(control.take_frames());
         match worker
             .client
             .heartbeat(job.id, job.lease_token, control.percent())

@@ -104,10 +104,8 @@ pub(super) async fn transcode_job(
     let uploaded = uploader.await.map_err(media_blocking_error)?;
     let output = media?;
     uploaded?;
-    worker
-        .metrics
-        .frames
-        .inc_by(output.frames.max(0) as u64 * output.renditions.len() as u64);
+    // The heartbeat counted most frames as they were encoded; the rest now.
+    worker.metrics.frames.inc_by(control.take_frames());
 
     let mut encodings = Vec::new();
     for r in &output.renditions {
