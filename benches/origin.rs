@@ -1,28 +1,47 @@
-//! `cargo bench --bench origin`: our origin against nginx as a caching
-//! proxy, in front of the same upstream, in one run.
+//! `cargo bench --bench origin`: our origin against two caching proxies,
+//! nginx and Varnish, in front of the same upstream, in one run.
 //!
 //! Setup: a directory store holding 2 MB segments and 1 KB playlists, a
-//! `vodfarm origin --upstream store` over it (the shared upstream: both
-//! contenders fetch from it, and its `/metrics` counts what they fetch),
-//! then two contenders on loopback:
+//! `vodfarm origin --upstream store` over it (the shared upstream: every
+//! contender fetches from it, and its `/metrics` counts what they fetch),
+//! then three contenders on loopback:
 //! - ours: `vodfarm origin --upstream http://UPSTREAM` (shield mode);
-//! - peer: Debian's nginx with `proxy_cache` (+ `proxy_cache_lock`) in
-//!   front of the same upstream, started by the bench with a generated
-//!   config.
+//! - nginx: Debian's nginx with `proxy_cache` (+ `proxy_cache_lock`),
+//!   started by the bench with a generated config;
+//! - varnish: Debian's `varnishd` (7.1) as its own instance (`-F`,
+//!   `-n <bench dir>`, `-s malloc,256m`) with `benches/varnish/shield.vcl`
+//!   (built-in VCL behaviour: TTL from the upstream's Cache-Control, one
+//!   fetch per object for concurrent misses, streamed to every waiter).
 //!
 //! 1. Cache hits: `wrk --latency` against each, once for 1 KB playlists and
 //!    once for 2 MB segments (every object warmed first): req/s and p99.
 //! 2. Cold stampede: for each of `BENCH_COLD` (50) cold segments,
 //!    `BENCH_STAMPEDE` (200) concurrent requests; upstream fetches (from
-//!    the upstream's metrics) and p99 time to first byte (headers).
+//!    the upstream's metrics) and p99 time to first byte (headers). Each
+//!    contender gets its own cold objects.
+//!
+//! CPU: on a small machine wrk, the bench and the server share the cores,
+//! so req/s alone rewards whoever takes the most CPU from the load
+//! generator. Every scenario therefore also reports CPU seconds per 1,000
+//! requests for each server: utime + stime from `/proc/PID/stat` (in
+//! `getconf CLK_TCK` ticks) summed over the server's whole process tree
+//! (our one process; nginx master, workers and cache helpers; varnishd
+//! manager and child), read right before and right after each run in the
+//! same run. Reaped children's ticks (cutime + cstime) are in the sum too,
+//! so a helper that exits mid-run does not take its ticks with it. The
+//! shared upstream is not counted (it serves every contender alike).
 //!
 //! Environment: `VODFARM_BIN` (the binary to bench, default cargo's),
 //! `VODFARM_BENCH_PG`, `BENCH_SECS` (10 per wrk run),
 //! `BENCH_CONNS` (64 wrk connections), `BENCH_COLD` (50), `BENCH_STAMPEDE`
 //! (200). The last line is
-//! `origin: ours=<req/s> peer=<req/s> ratio=<x> cold_fetches=<n>`, with
-//! req/s of the playlist (1 KB) hit run and `cold_fetches` ours in total
-//! over the cold objects (the target is exactly one per object).
+//! `origin: ours=<req/s> peer=<req/s> ratio=<x> cpu_per_1k_ours=<s>
+//! cpu_per_1k_nginx=<s> cpu_per_1k_varnish=<s> cpu_ratio=<x>
+//! cold_fetches=<n>`, all of the playlist (1 KB) hit run: `peer` is the
+//! faster peer's req/s and `ratio` ours over it; `cpu_ratio` is our CPU
+//! per request over the thriftier peer's (below 1: we spend less);
+//! `cold_fetches` is ours in total over the cold objects (the target is
+//! exactly one per object).
 
 use anyhow::Context;
 use bytes::Bytes;
@@ -56,25 +75,118 @@ fn vodfarm_bin() -> PathBuf {
         .unwrap_or_else(|| env!("CARGO_BIN_EXE_vodfarm").into())
 }
 
+/// What the bench reads from `/proc/PID/stat`.
+#[derive(Clone, Copy)]
+struct Stat {
+    ppid: u32,
+    /// utime + stime + cutime + cstime, in clock ticks.
+    ticks: u64,
+    /// Start time since boot: tells a process from a later one that got
+    /// its pid.
+    start: u64,
+    zombie: bool,
+}
+
+fn read_stat(pid: u32) -> Option<Stat> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `comm` (the second field) is in parentheses and may hold spaces and
+    // parentheses itself: the fields we want follow the last `)`.
+    let rest = &text[text.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // f[0] is field 3 of proc(5) (state): field N is f[N - 3].
+    let num = |n: usize| f.get(n - 3).and_then(|v| v.parse::<u64>().ok());
+    Some(Stat {
+        ppid: u32::try_from(num(4)?).ok()?,
+        ticks: num(14)? + num(15)? + num(16)? + num(17)?,
+        start: num(22)?,
+        zombie: f.first() == Some(&"Z"),
+    })
+}
+
+/// `root` and all its descendants, with their stats, from one pass over
+/// `/proc`.
+fn process_tree(root: u32) -> Vec<(u32, Stat)> {
+    let all: Vec<(u32, Stat)> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| Some((pid, read_stat(pid)?)))
+        .collect();
+    let mut tree: Vec<(u32, Stat)> = all.iter().filter(|(p, _)| *p == root).copied().collect();
+    let mut i = 0;
+    while i < tree.len() {
+        let parent = tree[i].0;
+        tree.extend(all.iter().filter(|(_, s)| s.ppid == parent).copied());
+        i += 1;
+    }
+    tree
+}
+
+/// CPU ticks used so far by the server whose first process is `root`,
+/// summed over its process tree.
+fn cpu_ticks(root: u32, name: &str) -> anyhow::Result<u64> {
+    let tree = process_tree(root);
+    anyhow::ensure!(!tree.is_empty(), "{name} (pid {root}) is gone");
+    Ok(tree.iter().map(|(_, s)| s.ticks).sum())
+}
+
+/// Clock ticks per second, the unit of `/proc/PID/stat`'s times.
+fn clock_ticks_per_sec() -> anyhow::Result<f64> {
+    let out = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .context("run getconf CLK_TCK")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim()
+        .parse()
+        .with_context(|| format!("getconf CLK_TCK printed {text:?}"))
+}
+
+fn signal(sig: &str, pid: u32) {
+    let _ = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .stderr(Stdio::null())
+        .status();
+}
+
 struct Proc(Child);
 
+impl Proc {
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
 impl Drop for Proc {
-    /// SIGTERM first: nginx's master then stops its workers (a SIGKILLed
-    /// master leaves them running), and our origin stops cleanly; SIGKILL
-    /// only if that takes more than 5 s.
+    /// SIGTERM first: nginx's master then stops its workers and varnishd's
+    /// manager stops its child (a SIGKILLed master leaves them running),
+    /// and our origin stops cleanly; SIGKILL only if that takes more than
+    /// 5 s. Whatever of the process tree is still alive after that (a
+    /// worker or cache child orphaned by the SIGKILL) is killed too, so no
+    /// server outlives the bench, whether it passed or failed.
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
+        let pid = self.pid();
+        let tree = process_tree(pid);
+        signal("TERM", pid);
         let deadline = Instant::now() + Duration::from_secs(5);
+        let mut exited = false;
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.0.try_wait() {
-                return;
+                exited = true;
+                break;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        if !exited {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+        for (p, s) in tree.iter().filter(|(p, _)| *p != pid) {
+            if read_stat(*p).is_some_and(|now| now.start == s.start && !now.zombie) {
+                signal("KILL", *p);
+            }
+        }
     }
 }
 
@@ -112,13 +224,30 @@ async fn start_origin(
     Ok((p, base))
 }
 
-fn nginx_binary() -> PathBuf {
-    for p in ["/usr/sbin/nginx", "/usr/bin/nginx"] {
-        if Path::new(p).exists() {
-            return p.into();
+/// `name` from the usual sbin directories, else from `PATH`.
+fn sbin(name: &str) -> PathBuf {
+    for dir in ["/usr/sbin", "/usr/bin"] {
+        let p = Path::new(dir).join(name);
+        if p.exists() {
+            return p;
         }
     }
-    "nginx".into()
+    name.into()
+}
+
+/// The first line a program prints for its version flag (nginx and
+/// varnishd print it on stderr), for the bench's header.
+fn version(bin: &Path, flag: &str) -> String {
+    Command::new(bin)
+        .arg(flag)
+        .output()
+        .ok()
+        .and_then(|o| {
+            let all = [o.stdout, o.stderr].concat();
+            let text = String::from_utf8_lossy(&all).into_owned();
+            text.lines().next().map(str::to_owned)
+        })
+        .unwrap_or_else(|| format!("{} (version unknown)", bin.display()))
 }
 
 async fn start_nginx(dir: &Path, upstream_port: u16) -> anyhow::Result<(Proc, String)> {
@@ -166,7 +295,7 @@ http {{
     );
     let conf_path = dir.join("nginx.conf");
     std::fs::write(&conf_path, conf)?;
-    let child = Command::new(nginx_binary())
+    let child = Command::new(sbin("nginx"))
         .arg("-p")
         .arg(dir)
         .arg("-c")
@@ -181,14 +310,77 @@ http {{
     Ok((p, base))
 }
 
-/// One wrk run over `paths`; (req/s, p99 ms).
+/// varnishd as its own instance in `dir`, in front of the upstream.
+///
+/// `-F` keeps the manager in the foreground as our child, so `Proc`'s
+/// SIGTERM reaches it and it stops its cache child. `-n dir/work` gives it
+/// its own working directory (shared-memory log, compiled VCL) instead of
+/// the system instance's `/var/lib/varnish`. As root the default jail
+/// (`-j unix`) runs the child as Debian's `vcache` user; that works with a
+/// working directory under /tmp, so no `-j none` is needed.
+async fn start_varnish(dir: &Path, upstream_port: u16) -> anyhow::Result<(Proc, String)> {
+    let port = free_port()?;
+    std::fs::create_dir_all(dir)?;
+    let vcl =
+        include_str!("varnish/shield.vcl").replace("UPSTREAM_PORT", &upstream_port.to_string());
+    let vcl_path = dir.join("shield.vcl");
+    std::fs::write(&vcl_path, vcl)?;
+    let log_path = dir.join("varnishd.log");
+    let log = std::fs::File::create(&log_path)?;
+    let child = Command::new(sbin("varnishd"))
+        .arg("-F")
+        .arg("-n")
+        .arg(dir.join("work"))
+        .args(["-a", &format!("127.0.0.1:{port}")])
+        .arg("-f")
+        .arg(&vcl_path)
+        .args(["-s", "malloc,256m"])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("start varnishd (apt-get install varnish)")?;
+    let p = Proc(child);
+    let base = format!("http://127.0.0.1:{port}");
+    wait_http(&format!("{base}/varnish_health"))
+        .await
+        .with_context(|| {
+            format!(
+                "varnishd did not come up; its log:\n{}",
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            )
+        })?;
+    Ok((p, base))
+}
+
+/// One server under test.
+struct Contender {
+    name: &'static str,
+    base: String,
+    /// The first process of its tree (origin, nginx master, varnishd
+    /// manager), for the CPU count.
+    pid: u32,
+    /// Its own cold segments, so nobody finds another's fetch cached.
+    cold: Vec<String>,
+}
+
+/// One contender's hit run.
+struct Hits {
+    rps: f64,
+    p99_ms: f64,
+    /// CPU seconds per 1,000 requests.
+    cpu_per_1k: f64,
+}
+
+/// One wrk run over `paths` against `c`, with `c`'s CPU over the run.
 fn wrk(
-    base: &str,
+    c: &Contender,
     paths: &[String],
     secs: usize,
     conns: usize,
     dir: &Path,
-) -> anyhow::Result<(f64, f64)> {
+    tck: f64,
+) -> anyhow::Result<Hits> {
     let script = dir.join(format!("paths-{}.lua", paths.len()));
     let list: Vec<String> = paths.iter().map(|p| format!("\"{p}\"")).collect();
     std::fs::write(
@@ -198,6 +390,7 @@ fn wrk(
             list.join(",")
         ),
     )?;
+    let before = cpu_ticks(c.pid, c.name)?;
     let out = Command::new("wrk")
         .args([
             "-t",
@@ -210,10 +403,12 @@ fn wrk(
         ])
         .arg("-s")
         .arg(&script)
-        .arg(base)
+        .arg(&c.base)
         .output()
         .context("run wrk (apt-get install wrk)")?;
+    let after = cpu_ticks(c.pid, c.name)?;
     let text = String::from_utf8_lossy(&out.stdout);
+    let base = &c.base;
     anyhow::ensure!(out.status.success(), "wrk failed: {text}");
     anyhow::ensure!(
         !text.contains("Non-2xx"),
@@ -224,12 +419,27 @@ fn wrk(
         .find_map(|l| l.trim().strip_prefix("Requests/sec:"))
         .and_then(|v| v.trim().parse().ok())
         .context("no Requests/sec in wrk output")?;
-    let p99 = text
+    let p99_ms = text
         .lines()
         .find_map(|l| l.trim().strip_prefix("99%"))
         .map(|v| parse_wrk_time(v.trim()))
         .context("no 99% in wrk output")?;
-    Ok((rps, p99))
+    // `  123456 requests in 10.00s, 1.23GB read`
+    let requests: f64 = text
+        .lines()
+        .find(|l| l.contains(" requests in "))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .context("no request count in wrk output")?;
+    anyhow::ensure!(
+        requests > 0.0,
+        "wrk made no requests against {base}: {text}"
+    );
+    let cpu_s = after.saturating_sub(before) as f64 / tck;
+    Ok(Hits {
+        rps,
+        p99_ms,
+        cpu_per_1k: cpu_s / requests * 1000.0,
+    })
 }
 
 /// `1.23ms`, `456.00us`, `1.50s` → milliseconds.
@@ -259,26 +469,36 @@ async fn upstream_segment_requests(upstream: &str) -> anyhow::Result<f64> {
         .unwrap_or(0.0))
 }
 
-/// `stampede` concurrent GETs of each path in turn; (upstream fetches,
-/// p99 time to first byte in ms).
+/// One contender's cold stampede.
+struct Cold {
+    /// Upstream fetches over all its cold objects.
+    fetches: f64,
+    /// p99 time to first byte, ms.
+    ttfb_p99: f64,
+    /// CPU seconds per 1,000 requests.
+    cpu_per_1k: f64,
+}
+
+/// `stampede` concurrent GETs of each of `c`'s cold paths in turn.
 async fn cold(
-    base: &str,
+    c: &Contender,
     upstream: &str,
-    paths: &[String],
     stampede: usize,
     client: &reqwest::Client,
-) -> anyhow::Result<(f64, f64)> {
+    tck: f64,
+) -> anyhow::Result<Cold> {
     let before = upstream_segment_requests(upstream).await?;
+    let cpu_before = cpu_ticks(c.pid, c.name)?;
     let mut ttfb = Vec::new();
-    for path in paths {
+    for path in &c.cold {
         let barrier = Arc::new(tokio::sync::Barrier::new(stampede));
         let mut tasks = Vec::new();
         for _ in 0..stampede {
-            let (c, url, b) = (client.clone(), format!("{base}{path}"), barrier.clone());
+            let (cl, url, b) = (client.clone(), format!("{}{path}", c.base), barrier.clone());
             tasks.push(tokio::spawn(async move {
                 b.wait().await;
                 let t = Instant::now();
-                let r = c.get(url).send().await?;
+                let r = cl.get(url).send().await?;
                 let first = t.elapsed();
                 anyhow::ensure!(r.status().is_success(), "status {}", r.status());
                 let body = r.bytes().await?;
@@ -290,10 +510,59 @@ async fn cold(
             ttfb.push(t.await??.as_secs_f64() * 1000.0);
         }
     }
+    let cpu_after = cpu_ticks(c.pid, c.name)?;
     let fetches = upstream_segment_requests(upstream).await? - before;
-    ttfb.sort_by(|a, b| a.total_cmp(b));
-    let p99 = ttfb[((ttfb.len() as f64 * 0.99).ceil() as usize).saturating_sub(1)];
-    Ok((fetches, p99))
+    anyhow::ensure!(
+        !ttfb.is_empty(),
+        "no cold requests (BENCH_COLD or BENCH_STAMPEDE is 0)"
+    );
+    ttfb.sort_by(f64::total_cmp);
+    let ttfb_p99 = ttfb[((ttfb.len() as f64 * 0.99).ceil() as usize).saturating_sub(1)];
+    let cpu_s = cpu_after.saturating_sub(cpu_before) as f64 / tck;
+    Ok(Cold {
+        fetches,
+        ttfb_p99,
+        cpu_per_1k: cpu_s / ttfb.len() as f64 * 1000.0,
+    })
+}
+
+/// Index of the peer (everyone after ours, at 0) with the highest req/s,
+/// and of the one with the least CPU per request.
+fn best_peers(runs: &[Hits]) -> (usize, usize) {
+    let peers = 1..runs.len();
+    let fastest = peers
+        .clone()
+        .max_by(|&a, &b| runs[a].rps.total_cmp(&runs[b].rps))
+        .unwrap_or(0);
+    let thriftiest = peers
+        .min_by(|&a, &b| runs[a].cpu_per_1k.total_cmp(&runs[b].cpu_per_1k))
+        .unwrap_or(0);
+    (fastest, thriftiest)
+}
+
+/// One line per hit scenario: every contender, then ours against the
+/// fastest peer (req/s) and the thriftiest (CPU per request).
+fn print_hits(scenario: &str, contenders: &[Contender], runs: &[Hits], bytes: Option<f64>) {
+    let parts: Vec<String> = contenders
+        .iter()
+        .zip(runs)
+        .map(|(c, r)| {
+            let rate = bytes.map_or(String::new(), |b| format!(" ({:.2} GB/s)", r.rps * b / 1e9));
+            format!(
+                "{} {:.0} req/s{rate} p99 {:.2} ms cpu {:.4} s/1k",
+                c.name, r.rps, r.p99_ms, r.cpu_per_1k
+            )
+        })
+        .collect();
+    let (fast, thrift) = best_peers(runs);
+    println!(
+        "hits, {scenario}: {} | ratio {:.2} (vs {}) cpu_ratio {:.2} (vs {})",
+        parts.join(" | "),
+        runs[0].rps / runs[fast].rps,
+        contenders[fast].name,
+        runs[0].cpu_per_1k / runs[thrift].cpu_per_1k,
+        contenders[thrift].name
+    );
 }
 
 #[tokio::main]
@@ -303,6 +572,7 @@ async fn main() -> anyhow::Result<()> {
     let cold_n = env_num("BENCH_COLD", 50);
     let stampede = env_num("BENCH_STAMPEDE", 200);
     let hot_segments = 20;
+    let tck = clock_ticks_per_sec()?;
 
     let base = std::env::var("VODFARM_BENCH_PG")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
@@ -338,54 +608,91 @@ async fn main() -> anyhow::Result<()> {
             store.put(&format!("encoded/v_bench/720p/segment_{n}.ts"), segment.clone()).await?;
             hot.push(format!("/v/v_bench/720p/segment_{n}.ts"));
         }
-        let mut cold_ours = Vec::new();
-        let mut cold_peer = Vec::new();
+        // Cold segments: one rung per contender (ours, nginx, varnish).
+        let cold_rungs = ["1080p", "480p", "360p"];
+        let mut cold_sets: [Vec<String>; 3] = Default::default();
         for n in 0..cold_n {
-            for (rung, list) in [("1080p", &mut cold_ours), ("480p", &mut cold_peer)] {
+            for (rung, list) in cold_rungs.iter().zip(&mut cold_sets) {
                 store.put(&format!("encoded/v_bench/{rung}/segment_{n}.ts"), segment.clone()).await?;
                 list.push(format!("/v/v_bench/{rung}/segment_{n}.ts"));
             }
         }
+        let [cold_ours, cold_nginx, cold_varnish] = cold_sets;
 
         let (_up, upstream) = start_origin(&url, "store", &store_dir).await?;
-        let (_ours, ours) = start_origin(&url, &upstream, &store_dir).await?;
         let upstream_port: u16 = upstream.rsplit(':').next().unwrap_or("0").parse()?;
-        let (_nginx, peer) = start_nginx(&dir.join("nginx"), upstream_port).await?;
+        // The servers stop when these drop: at the end of this block,
+        // whether it returns Ok or an error.
+        let (ours_proc, ours) = start_origin(&url, &upstream, &store_dir).await?;
+        let (nginx_proc, nginx) = start_nginx(&dir.join("nginx"), upstream_port).await?;
+        let (varnish_proc, varnish) = start_varnish(&dir.join("varnish"), upstream_port).await?;
+        let contenders = [
+            Contender { name: "ours", base: ours, pid: ours_proc.pid(), cold: cold_ours },
+            Contender { name: "nginx", base: nginx, pid: nginx_proc.pid(), cold: cold_nginx },
+            Contender { name: "varnish", base: varnish, pid: varnish_proc.pid(), cold: cold_varnish },
+        ];
         println!(
             "origin bench: {} hot segments (2 MB), {} playlists (1 KB), wrk -t1 -c{conns} -d{secs}s, cold: {cold_n} segments x {stampede} concurrent",
             hot.len(),
             playlists.len()
         );
+        println!(
+            "peers: {}; {}; cpu: utime+stime of each server's process tree from /proc/PID/stat, CLK_TCK {tck}, {} cores",
+            version(&sbin("nginx"), "-v"),
+            version(&sbin("varnishd"), "-V"),
+            std::thread::available_parallelism().map_or(0, std::num::NonZero::get)
+        );
         let client = reqwest::Client::builder().pool_max_idle_per_host(stampede).build()?;
-        for b in [&ours, &peer] {
+        for c in &contenders {
             for p in hot.iter().chain(&playlists) {
-                let r = client.get(format!("{b}{p}")).send().await?;
-                anyhow::ensure!(r.status().is_success(), "warming {b}{p}: {}", r.status());
+                let r = client.get(format!("{}{p}", c.base)).send().await?;
+                anyhow::ensure!(r.status().is_success(), "warming {}{p}: {}", c.base, r.status());
                 r.bytes().await?;
             }
         }
 
-        let (ours_pl, ours_pl_p99) = wrk(&ours, &playlists, secs, conns, &dir)?;
-        let (peer_pl, peer_pl_p99) = wrk(&peer, &playlists, secs, conns, &dir)?;
-        println!("hits, 1 KB playlists: ours {ours_pl:.0} req/s p99 {ours_pl_p99:.2} ms | nginx {peer_pl:.0} req/s p99 {peer_pl_p99:.2} ms | ratio {:.2}", ours_pl / peer_pl);
-        let (ours_seg, ours_seg_p99) = wrk(&ours, &hot, secs, conns, &dir)?;
-        let (peer_seg, peer_seg_p99) = wrk(&peer, &hot, secs, conns, &dir)?;
-        println!(
-            "hits, 2 MB segments: ours {ours_seg:.0} req/s ({:.2} GB/s) p99 {ours_seg_p99:.2} ms | nginx {peer_seg:.0} req/s ({:.2} GB/s) p99 {peer_seg_p99:.2} ms | ratio {:.2}",
-            ours_seg * 2e6 / 1e9,
-            peer_seg * 2e6 / 1e9,
-            ours_seg / peer_seg
-        );
+        let mut pl_runs = Vec::new();
+        for c in &contenders {
+            pl_runs.push(wrk(c, &playlists, secs, conns, &dir, tck)?);
+        }
+        print_hits("1 KB playlists", &contenders, &pl_runs, None);
+        let mut seg_runs = Vec::new();
+        for c in &contenders {
+            seg_runs.push(wrk(c, &hot, secs, conns, &dir, tck)?);
+        }
+        print_hits("2 MB segments", &contenders, &seg_runs, Some(2e6));
 
-        let (ours_fetches, ours_ttfb) = cold(&ours, &upstream, &cold_ours, stampede, &client).await?;
-        let (peer_fetches, peer_ttfb) = cold(&peer, &upstream, &cold_peer, stampede, &client).await?;
-        println!(
-            "cold stampede ({cold_n} segments x {stampede}): ours {ours_fetches:.0} upstream fetches, p99 TTFB {ours_ttfb:.1} ms | nginx {peer_fetches:.0} upstream fetches, p99 TTFB {peer_ttfb:.1} ms"
-        );
+        let mut colds = Vec::new();
+        for c in &contenders {
+            colds.push(cold(c, &upstream, stampede, &client, tck).await?);
+        }
+        let parts: Vec<String> = contenders
+            .iter()
+            .zip(&colds)
+            .map(|(c, r)| {
+                format!(
+                    "{} {:.0} upstream fetches, p99 TTFB {:.1} ms, cpu {:.4} s/1k",
+                    c.name, r.fetches, r.ttfb_p99, r.cpu_per_1k
+                )
+            })
+            .collect();
+        println!("cold stampede ({cold_n} segments x {stampede}): {}", parts.join(" | "));
         pool.close().await;
+
+        let (fast, thrift) = best_peers(&pl_runs);
+        let cpu: Vec<String> = contenders
+            .iter()
+            .zip(&pl_runs)
+            .map(|(c, r)| format!("cpu_per_1k_{}={:.4}", c.name, r.cpu_per_1k))
+            .collect();
         println!(
-            "origin: ours={ours_pl:.0} peer={peer_pl:.0} ratio={:.2} cold_fetches={ours_fetches:.0}",
-            ours_pl / peer_pl
+            "origin: ours={:.0} peer={:.0} ratio={:.2} {} cpu_ratio={:.2} cold_fetches={:.0}",
+            pl_runs[0].rps,
+            pl_runs[fast].rps,
+            pl_runs[0].rps / pl_runs[fast].rps,
+            cpu.join(" "),
+            pl_runs[0].cpu_per_1k / pl_runs[thrift].cpu_per_1k,
+            colds[0].fetches
         );
         anyhow::Ok(())
     }

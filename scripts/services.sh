@@ -28,7 +28,7 @@ ensure_pkg() {
 }
 
 # Origin bench peers: nginx and wrk.
-ensure_pkg nginx-light wrk
+ensure_pkg nginx-light varnish wrk
 
 # Browser tests: Debian's chromium driven by playwright-core (web/).
 ensure chromium chromium
