@@ -1,8 +1,11 @@
 //! The OpenAPI 3 document of `vodfarm api`, served at `/v1/openapi.json`.
 //!
-//! Hand-written (`src/openapi.json`) and kept honest by tests: every
-//! route the api serves is documented (the unit test below), and
-//! schemathesis fuzzes the running api from it (`tests/api.rs`).
+//! Hand-written (`src/openapi.json`) and kept exact by tests: every
+//! route the api serves is documented and every link and reference
+//! resolves (the unit tests below), and schemathesis runs every check but
+//! `positive_data_acceptance` through all its phases against the running
+//! api (`tests/it/api.rs`): what the document forbids the api refuses,
+//! and what the api answers the document describes.
 
 /// The document, as served.
 pub const DOCUMENT: &str = include_str!("openapi.json");
@@ -49,5 +52,63 @@ mod tests {
             ROUTES.len(),
             "documented routes that do not exist"
         );
+    }
+
+    /// Every `$ref` points into the document, and every link names an
+    /// operation and parameters it has (schemathesis' stateful phase
+    /// follows them).
+    #[test]
+    fn references_and_links_resolve() {
+        let doc: serde_json::Value = serde_json::from_str(DOCUMENT).expect("valid JSON");
+        fn refs<'a>(v: &'a serde_json::Value, out: &mut Vec<&'a str>) {
+            match v {
+                serde_json::Value::Object(m) => {
+                    if let Some(serde_json::Value::String(r)) = m.get("$ref") {
+                        out.push(r);
+                    }
+                    m.values().for_each(|x| refs(x, out));
+                }
+                serde_json::Value::Array(a) => a.iter().for_each(|x| refs(x, out)),
+                _ => {}
+            }
+        }
+        let mut all = Vec::new();
+        refs(&doc, &mut all);
+        for r in all {
+            let pointer = r.strip_prefix('#').expect("local $ref");
+            assert!(doc.pointer(pointer).is_some(), "{r} does not resolve");
+        }
+        let mut operations = std::collections::HashMap::new();
+        for item in doc["paths"].as_object().expect("paths").values() {
+            for op in item.as_object().expect("path item").values() {
+                let params: Vec<&str> = op["parameters"]
+                    .as_array()
+                    .map(|ps| ps.iter().filter_map(|p| p["name"].as_str()).collect())
+                    .unwrap_or_default();
+                operations.insert(op["operationId"].as_str().expect("operationId"), params);
+            }
+        }
+        let mut links = 0;
+        for item in doc["paths"].as_object().expect("paths").values() {
+            for op in item.as_object().expect("path item").values() {
+                for resp in op["responses"].as_object().expect("responses").values() {
+                    for link in resp["links"]
+                        .as_object()
+                        .into_iter()
+                        .flat_map(|l| l.values())
+                    {
+                        let target = link["operationId"].as_str().expect("operationId");
+                        let params = operations
+                            .get(target)
+                            .unwrap_or_else(|| panic!("link to unknown operation {target}"));
+                        for name in link["parameters"].as_object().expect("parameters").keys() {
+                            assert!(params.contains(&name.as_str()), "{target} has no {name}");
+                        }
+                        links += 1;
+                    }
+                }
+            }
+        }
+        assert!(links > 0, "no links");
     }
 }

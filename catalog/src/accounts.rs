@@ -23,7 +23,7 @@ pub struct CreateUser {
     pub username: String,
     /// Unique ignoring case.
     pub email: String,
-    /// 8..=1024 bytes.
+    /// 8..=1024 characters.
     pub password: String,
 }
 
@@ -42,8 +42,10 @@ fn valid_username(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
 }
 
+/// At most 255 characters (as the column holds, and the document says),
+/// something before and after the first `@`, no spaces or controls.
 fn valid_email(s: &str) -> bool {
-    s.len() <= 255
+    s.chars().count() <= 255
         && s.find('@').is_some_and(|at| at > 0 && at + 1 < s.len())
         && !s.chars().any(|c| c.is_whitespace() || c.is_control())
 }
@@ -86,8 +88,9 @@ pub(crate) async fn create_user(
     if !valid_email(&req.email) {
         return Err(unprocessable("email is not an address"));
     }
-    if !(8..=1024).contains(&req.password.len()) {
-        return Err(unprocessable("password must be 8..=1024 bytes"));
+    // Characters, as the document's minLength and maxLength count them.
+    if !(8..=1024).contains(&req.password.chars().count()) {
+        return Err(unprocessable("password must be 8..=1024 characters"));
     }
     let phc = hash_password(req.password).await?;
     let user_id = new_public_id(IdKind::User);
@@ -157,7 +160,7 @@ pub(crate) async fn create_token(
         .username
         .or(req.email)
         .ok_or_else(|| unprocessable("username (or email) is required"))?;
-    if login.len() > 255 || login.contains('\0') || req.password.len() > 1024 {
+    if login.chars().count() > 255 || login.contains('\0') || req.password.chars().count() > 1024 {
         return Err(ApiError::unauthorized("wrong username or password"));
     }
     let row = sqlx::query(

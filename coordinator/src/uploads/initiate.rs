@@ -45,6 +45,8 @@ pub struct InitiateRequest {
 pub struct InitiateResponse {
     /// The new video's public id.
     pub video_id: String,
+    /// The tus upload's id (the last segment of `upload_url`).
+    pub upload_id: uuid::Uuid,
     /// Where to send the bytes with tus.
     pub upload_url: String,
     /// The token for that URL only (`Authorization: Bearer`).
@@ -81,6 +83,7 @@ pub(super) async fn initiate(
         StatusCode::CREATED,
         ApiJson(InitiateResponse {
             video_id: created.video_id,
+            upload_id: created.upload_id,
             upload_url: url.clone(),
             upload_token: created.upload_token,
             upload_expires_at: created.upload_expires_at,

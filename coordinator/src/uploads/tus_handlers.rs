@@ -29,13 +29,18 @@ pub(super) async fn options(State(state): State<UploadState>) -> Response {
     resp
 }
 
-/// `OPTIONS /v1/uploads/{id}`: the capabilities, for an id that can be
-/// an upload's (404 otherwise, like every other method there).
+/// `OPTIONS /v1/uploads/{id}`: the capabilities, at the URL of an upload
+/// that exists; 404 (or 410) where HEAD would answer it, since a
+/// terminated upload is gone. Browsers' CORS preflights never get here.
 pub(super) async fn options_upload(
     state: State<UploadState>,
     Path(raw): Path<String>,
 ) -> Result<Response, ApiError> {
-    parse_upload_id(&raw)?;
+    let id = parse_upload_id(&raw)?;
+    let s = session::load(&state, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such upload"))?;
+    check_open(&s)?;
     Ok(options(state).await)
 }
 
@@ -128,6 +133,9 @@ pub(super) async fn method_override(
 ) -> Result<Response, ApiError> {
     require_bearer(&headers)?;
     check_resumable(&headers)?;
+    // Whichever method it stands for, a header sent is a valid one.
+    u64_header(&headers, &UPLOAD_OFFSET)?;
+    Checksum::from_headers(&headers)?;
     let method = headers
         .get(&METHOD_OVERRIDE)
         .and_then(|v| v.to_str().ok())
