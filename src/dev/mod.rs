@@ -67,13 +67,19 @@ async fn run_roles(
     let stop = CancellationToken::new();
     let mut tasks = roles.spawn(extra, &stop);
 
+    // One shutdown future for the whole run, polled from the start: a
+    // SIGTERM that arrives between two listeners would otherwise be lost
+    // (once tokio handles SIGTERM, the default action is gone), e.g. one
+    // sent right after the banner.
+    let shutdown = crate::shutdown_signal();
+    tokio::pin!(shutdown);
     let outcome = tokio::select! {
-        _ = crate::shutdown_signal() => Ok(()),
+        () = &mut shutdown => Ok(()),
         started = startup(args, dir, secrets, services, &session_slot) => match started {
             Ok(video) => {
                 print_banner(args, dir, video.as_deref());
                 tokio::select! {
-                    _ = crate::shutdown_signal() => Ok(()),
+                    () = &mut shutdown => Ok(()),
                     Some(done) = tasks.join_next() => role_ended(done),
                 }
             }
