@@ -52,9 +52,13 @@ if ! python3 -c 'import tusclient' >/dev/null 2>&1; then
   echo "services: installing tuspy (pip)"
   python3 -m pip install -q tuspy || python3 -m pip install -q --break-system-packages tuspy
 fi
-if ! python3 -c 'import schemathesis' >/dev/null 2>&1 || ! command -v schemathesis >/dev/null 2>&1; then
-  echo "services: installing schemathesis (pip)"
-  python3 -m pip install -q schemathesis || python3 -m pip install -q --break-system-packages schemathesis
+# Pinned: tests/tus/schemathesis_hooks.py uses some of its internals.
+schemathesis_version=4.32.5
+if ! python3 -c "import schemathesis, sys; sys.exit(schemathesis.__version__ != '$schemathesis_version')" >/dev/null 2>&1 \
+   || ! command -v schemathesis >/dev/null 2>&1; then
+  echo "services: installing schemathesis $schemathesis_version (pip)"
+  python3 -m pip install -q "schemathesis==$schemathesis_version" \
+    || python3 -m pip install -q --break-system-packages "schemathesis==$schemathesis_version"
 fi
 
 # Monitoring checks of ./test.sh: promtool (Debian's prometheus package;
