@@ -5,6 +5,7 @@ use super::args::DevArgs;
 use super::secrets::DevSecrets;
 use super::services::DevServices;
 use anyhow::Context;
+use std::future::Future;
 use std::path::Path;
 use std::time::{Duration, Instant};
 use tokio::task::{JoinError, JoinSet};
@@ -103,38 +104,45 @@ impl Roles {
         stop: &CancellationToken,
     ) -> JoinSet<anyhow::Result<()>> {
         let mut roles = JoinSet::new();
-        let s = stop.clone();
-        roles.spawn(async move {
-            vodfarm_coordinator::run(self.coordinator, s.cancelled_owned())
-                .await
-                .context("coordinator")
-        });
-        let s = stop.clone();
-        roles.spawn(async move {
-            vodfarm_gpu_worker::worker::run(self.worker, s.cancelled_owned())
-                .await
-                .context("worker")
-        });
-        let s = stop.clone();
-        roles.spawn(async move {
-            vodfarm_origin::run(self.origin, s.cancelled_owned())
-                .await
-                .context("origin")
-        });
-        let s = stop.clone();
-        roles.spawn(async move {
-            vodfarm_origin::run(self.shield, s.cancelled_owned())
-                .await
-                .context("shield origin")
-        });
-        let s = stop.clone();
-        roles.spawn(async move {
-            crate::api::run_with(self.api, extra, s.cancelled_owned())
-                .await
-                .context("api")
-        });
+        let until = || stop.clone().cancelled_owned();
+        spawn_role(
+            &mut roles,
+            "coordinator",
+            vodfarm_coordinator::run(self.coordinator, until()),
+        );
+        spawn_role(
+            &mut roles,
+            "worker",
+            vodfarm_gpu_worker::worker::run(self.worker, until()),
+        );
+        spawn_role(
+            &mut roles,
+            "origin",
+            vodfarm_origin::run(self.origin, until()),
+        );
+        spawn_role(
+            &mut roles,
+            "shield origin",
+            vodfarm_origin::run(self.shield, until()),
+        );
+        spawn_role(
+            &mut roles,
+            "api",
+            crate::api::run_with(self.api, extra, until()),
+        );
         roles
     }
+}
+
+/// Runs one role as a task of `roles`; its error is labelled `name`.
+fn spawn_role<E>(
+    roles: &mut JoinSet<anyhow::Result<()>>,
+    name: &'static str,
+    run: impl Future<Output = Result<(), E>> + Send + 'static,
+) where
+    E: Into<anyhow::Error>,
+{
+    roles.spawn(async move { run.await.map_err(Into::into).context(name) });
 }
 
 /// Waits until every role answers its `/healthz`.

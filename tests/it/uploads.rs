@@ -420,26 +420,29 @@ async fn every_tus_error() {
         .send();
     let first = tokio::spawn(first);
     tx.send(Ok(bytes(MIB, 1))).await.expect("send half");
-    let session: uuid::Uuid = url
-        .rsplit('/')
-        .next()
-        .and_then(|s| s.parse().ok())
-        .expect("uuid");
+    // Wait until the first PATCH holds the session's row lock. Look
+    // without locking: a probe that took the lock, even for an instant,
+    // could make the first PATCH itself meet a 423 (then nobody would
+    // ever hold it). Its transaction, which takes the lock first, sits
+    // idle while the body arrives; nothing else of this test's database
+    // stays idle in a transaction.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        // Is the first PATCH holding the session's row lock yet?
-        let mut t = env.db.pool.begin().await.expect("begin");
-        let held = sqlx::query("SELECT 1 FROM upload_sessions WHERE id = $1 FOR UPDATE NOWAIT")
-            .bind(session)
-            .execute(&mut *t)
-            .await
-            .is_err();
-        // Roll back before looking again: a dropped transaction frees its
-        // lock only when the pool gets round to it, and a probe that took
-        // the lock could make the first PATCH itself meet a 423.
-        t.rollback().await.expect("rollback");
-        if held {
+        let holders: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()
+               AND state = 'idle in transaction'",
+        )
+        .fetch_one(&env.db.pool)
+        .await
+        .expect("pg_stat_activity");
+        if holders > 0 {
             break;
         }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first PATCH never took the upload's lock"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let r = env.patch(&url, &ut, 1000, vec![5u8; 100]).await;
