@@ -136,7 +136,7 @@ pub struct PurgerArgs {
     #[arg(long, env = "VODFARM_PURGE_POLL_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub poll_interval: Duration,
     /// Finished purges are deleted from the outbox after this long.
-    #[arg(long, env = "VODFARM_PURGE_RETENTION", default_value = "7d", value_parser = parse_duration)]
+    #[arg(long, env = "VODFARM_PURGE_RETENTION", default_value = "168h", value_parser = parse_duration)]
     pub retention: Duration,
     /// Size of the database connection pool.
     #[arg(long, env = "VODFARM_DB_MAX_CONNECTIONS", default_value_t = 4)]
@@ -397,4 +397,63 @@ async fn metrics_page(State(s): State<Http>) -> Response {
         render_metrics(&s.metrics.registry),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: PurgerArgs,
+    }
+
+    #[tokio::test]
+    async fn defaults_parse_and_targets_are_built_from_flags() {
+        let cli = Cli::try_parse_from(["purger"]).expect("defaults parse");
+        assert!(drivers_from(&cli.args).await.unwrap().is_empty());
+        let cli = Cli::try_parse_from([
+            "purger",
+            "--purge-urls",
+            "http://edge-1:6081,http://u:secret@edge-2:6081/",
+            "--fastly-service-id",
+            "abc",
+            "--fastly-api-token",
+            "fastly-secret",
+            "--cloudflare-zone-id",
+            "zone1",
+            "--cloudflare-api-token",
+            "cf-secret",
+        ])
+        .unwrap();
+        let names: Vec<String> = drivers_from(&cli.args)
+            .await
+            .unwrap()
+            .iter()
+            .map(|d| d.target().to_owned())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "http://edge-1:6081/",
+                "http://edge-2:6081/",
+                "fastly:abc",
+                "cloudflare:zone1"
+            ]
+        );
+        let shown = format!("{:?}", cli.args);
+        assert!(!shown.contains("secret"), "{shown}");
+        // Half a driver's settings is an error, not a silent skip.
+        let cli = Cli::try_parse_from(["purger", "--fastly-service-id", "abc"]).unwrap();
+        assert!(drivers_from(&cli.args).await.is_err());
+        let cli = Cli::try_parse_from([
+            "purger",
+            "--purge-urls",
+            "http://edge:6081,http://edge:6081/",
+        ])
+        .unwrap();
+        assert!(drivers_from(&cli.args).await.is_err());
+    }
 }
