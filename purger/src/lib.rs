@@ -88,7 +88,12 @@ pub struct PurgerArgs {
     pub cloudflare_api_token: Option<String>,
     /// Purge Cloudflare by cache tag (`Cache-Tag: video-{id}`, sent by the
     /// origin) or by URL prefix (then set --cloudflare-prefix-host).
-    #[arg(long, env = "VODFARM_CLOUDFLARE_PURGE_BY", value_enum, default_value = "tags")]
+    #[arg(
+        long,
+        env = "VODFARM_CLOUDFLARE_PURGE_BY",
+        value_enum,
+        default_value = "tags"
+    )]
     pub cloudflare_purge_by: CloudflarePurgeBy,
     /// The host viewers fetch videos from through Cloudflare (with an
     /// optional path prefix), for --cloudflare-purge-by prefixes.
@@ -151,7 +156,10 @@ impl std::fmt::Debug for PurgerArgs {
             .field("listen", &self.listen)
             .field("purge_urls", &self.purge_urls.len())
             .field("fastly_service_id", &self.fastly_service_id)
-            .field("fastly_api_token", &self.fastly_api_token.as_ref().map(|_| "set"))
+            .field(
+                "fastly_api_token",
+                &self.fastly_api_token.as_ref().map(|_| "set"),
+            )
             .field("cloudflare_zone_id", &self.cloudflare_zone_id)
             .field(
                 "cloudflare_api_token",
@@ -260,7 +268,9 @@ pub async fn drivers_from(args: &PurgerArgs) -> Result<Vec<Arc<dyn CdnDriver>>, 
     let mut names: Vec<&str> = out.iter().map(|d| d.target()).collect();
     names.sort_unstable();
     if names.windows(2).any(|w| w[0] == w[1]) {
-        return Err(PurgerError::Config("a CDN target is configured twice".into()));
+        return Err(PurgerError::Config(
+            "a CDN target is configured twice".into(),
+        ));
     }
     Ok(out)
 }
@@ -313,7 +323,10 @@ pub async fn run(
         metrics.clone(),
         runner::RunSettings {
             batch_size: args.batch_size.clamp(1, 10_000),
-            lease: args.request_timeout.saturating_mul(6).max(Duration::from_secs(30)),
+            lease: args
+                .request_timeout
+                .saturating_mul(6)
+                .max(Duration::from_secs(30)),
             retry_base: args.retry_base,
             retry_max: args.retry_max.max(args.retry_base),
             confirm_after: args.confirm_after,

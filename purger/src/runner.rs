@@ -153,12 +153,9 @@ impl Runner {
             // this one, so there is nothing to purge.
             tracing::warn!(purge_id = r.id, video_id = %r.video_id, "not a video id; nothing to purge");
         }
-        let sent = futures::future::join_all(
-            self.drivers
-                .iter()
-                .map(|d| self.send(d.as_ref(), &rows)),
-        )
-        .await;
+        let sent =
+            futures::future::join_all(self.drivers.iter().map(|d| self.send(d.as_ref(), &rows)))
+                .await;
         let mut per_target = Vec::with_capacity(sent.len());
         for s in sent {
             per_target.push(s?);
@@ -166,10 +163,7 @@ impl Runner {
         let rounds = self.rounds();
         let mut outcomes = Vec::with_capacity(rows.len());
         for (i, row) in rows.iter().enumerate() {
-            let errors: Vec<&str> = per_target
-                .iter()
-                .filter_map(|t| t[i].as_deref())
-                .collect();
+            let errors: Vec<&str> = per_target.iter().filter_map(|t| t[i].as_deref()).collect();
             let outcome = if errors.is_empty() {
                 let last = row.round + 1 >= rounds;
                 if row.round == 0 {
@@ -267,18 +261,17 @@ impl Runner {
             if stop.is_cancelled() {
                 return;
             }
-            let mut listener = match sqlx::postgres::PgListener::connect_with(self.outbox.pool())
-                .await
-            {
-                Ok(l) => l,
-                Err(e) => {
-                    tracing::debug!(error = %e, "LISTEN connection failed; retrying");
-                    if pause(&stop, Duration::from_millis(500)).await {
-                        return;
+            let mut listener =
+                match sqlx::postgres::PgListener::connect_with(self.outbox.pool()).await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "LISTEN connection failed; retrying");
+                        if pause(&stop, Duration::from_millis(500)).await {
+                            return;
+                        }
+                        continue;
                     }
-                    continue;
-                }
-            };
+                };
             if let Err(e) = listener.listen(PURGES_CHANNEL).await {
                 tracing::warn!(error = %e, "LISTEN failed; retrying");
                 if pause(&stop, Duration::from_millis(500)).await {

@@ -55,10 +55,14 @@ async fn deletes_and_privacy_changes_reach_the_edge_even_after_it_was_down() {
 
     // Deleted through the api: gone from the edge within 2 s.
     edge.delete(&a).await;
-    let took = within(Duration::from_secs(2), "a deleted video leaves the edge", || {
-        let (edge, e, a) = (&edge, &e, &a);
-        async move { edge.get(e, &segment(a, 0)).await.0 == 404 }
-    })
+    let took = within(
+        Duration::from_secs(2),
+        "a deleted video leaves the edge",
+        || {
+            let (edge, e, a) = (&edge, &e, &a);
+            async move { edge.get(e, &segment(a, 0)).await.0 == 404 }
+        },
+    )
     .await;
     println!("deleted video gone from the edge after {took:?}");
     assert_eq!(edge.get(&e, &master).await.0, 404);
@@ -76,10 +80,14 @@ async fn deletes_and_privacy_changes_reach_the_edge_even_after_it_was_down() {
     assert_eq!(edge.get(&e, &segment(&b, 0)).await.0, 200);
     assert_eq!(edge.get(&e, &segment(&b, 0)).await, (200, "HIT".into()));
     edge.set_privacy(&b, "private").await;
-    within(Duration::from_secs(2), "a privated video leaves the edge", || {
-        let (edge, e, b) = (&edge, &e, &b);
-        async move { edge.get(e, &segment(b, 0)).await.0 == 403 }
-    })
+    within(
+        Duration::from_secs(2),
+        "a privated video leaves the edge",
+        || {
+            let (edge, e, b) = (&edge, &e, &b);
+            async move { edge.get(e, &segment(b, 0)).await.0 == 403 }
+        },
+    )
     .await;
     let q = edge.playback_query(&b).await;
     let with_token = format!("{}{q}", segment(&b, 0));
@@ -104,10 +112,14 @@ async fn deletes_and_privacy_changes_reach_the_edge_even_after_it_was_down() {
     .await;
     assert_eq!(edge.get(&edge.shield.base, &segment(&c, 0)).await.0, 404);
     edge.varnish.thaw();
-    within(Duration::from_secs(10), "the purge reaches the edge", || {
-        let (edge, e, c) = (&edge, &e, &c);
-        async move { edge.get(e, &segment(c, 0)).await.0 == 404 }
-    })
+    within(
+        Duration::from_secs(10),
+        "the purge reaches the edge",
+        || {
+            let (edge, e, c) = (&edge, &e, &c);
+            async move { edge.get(e, &segment(c, 0)).await.0 == 404 }
+        },
+    )
     .await;
     within(Duration::from_secs(20), "the purge is done", || {
         let (edge, c) = (&edge, &c);
@@ -131,10 +143,14 @@ async fn deletes_and_privacy_changes_reach_the_edge_even_after_it_was_down() {
     })
     .await;
     edge.varnish = Varnish::start_on(port, edge.shield.port).await;
-    within(Duration::from_secs(20), "the ban reaches the new Varnish", || {
-        let (edge, d) = (&edge, &d);
-        async move { edge.varnish.bans().contains(&format!("video-{d}")) }
-    })
+    within(
+        Duration::from_secs(20),
+        "the ban reaches the new Varnish",
+        || {
+            let (edge, d) = (&edge, &d);
+            async move { edge.varnish.bans().contains(&format!("video-{d}")) }
+        },
+    )
     .await;
     within(Duration::from_secs(20), "the purge is done", || {
         let (edge, d) = (&edge, &d);
@@ -240,7 +256,10 @@ async fn known_videos_keep_streaming_while_the_database_is_down() {
     assert_eq!(edge.get(&e, &segment(&p, 2)).await.0, 200);
     // A video no tier has seen cannot be decided: 503.
     assert_eq!(edge.get(&e, &segment(&unknown, 0)).await.0, 503);
-    assert_eq!(edge.get(&edge.shield.base, &segment(&unknown, 0)).await.0, 503);
+    assert_eq!(
+        edge.get(&edge.shield.base, &segment(&unknown, 0)).await.0,
+        503
+    );
     // The private video still needs its token (checked without the
     // database); with it, it plays.
     assert_eq!(edge.get(&e, &segment(&private, 1)).await.0, 403);
@@ -252,7 +271,11 @@ async fn known_videos_keep_streaming_while_the_database_is_down() {
     );
     for tier in [&edge.origin, &edge.shield] {
         assert_eq!(tier.metric("vodfarm_origin_degraded").await, 1.0);
-        assert!(tier.metric("vodfarm_origin_stale_state_answers_total").await >= 1.0);
+        assert!(
+            tier.metric("vodfarm_origin_stale_state_answers_total")
+                .await
+                >= 1.0
+        );
     }
     assert!(
         edge.shield
@@ -264,7 +287,10 @@ async fn known_videos_keep_streaming_while_the_database_is_down() {
     // every role is still up, the player still plays.
     tokio::time::sleep(Duration::from_secs(3)).await;
     edge.assert_all_alive();
-    assert!(fetched.load(Ordering::SeqCst) > before, "the player stalled");
+    assert!(
+        fetched.load(Ordering::SeqCst) > before,
+        "the player stalled"
+    );
 
     edge.cluster.restart().await;
     for base in [&edge.origin.base, &edge.shield.base, &edge.purger.base] {

@@ -155,7 +155,11 @@ impl CdnDriver for Cloudflare {
             Err(DriverError(format!(
                 "{}: not purged: {}",
                 self.name,
-                answer["errors"].to_string().chars().take(300).collect::<String>()
+                answer["errors"]
+                    .to_string()
+                    .chars()
+                    .take(300)
+                    .collect::<String>()
             )))
         }
     }
@@ -187,7 +191,10 @@ mod tests {
         assert_eq!(r.headers()["content-type"], "application/json");
         let body: serde_json::Value =
             serde_json::from_slice(r.body().unwrap().as_bytes().unwrap()).unwrap();
-        assert_eq!(body, serde_json::json!({"tags": ["video-v_a", "video-v_b"]}));
+        assert_eq!(
+            body,
+            serde_json::json!({"tags": ["video-v_a", "video-v_b"]})
+        );
     }
 
     #[test]

@@ -42,7 +42,10 @@ impl CloudFront {
                 "us-east-1",
             )));
         }
-        Self::with_client(aws_sdk_cloudfront::Client::from_conf(conf.build()), distribution_id)
+        Self::with_client(
+            aws_sdk_cloudfront::Client::from_conf(conf.build()),
+            distribution_id,
+        )
     }
 
     /// Distribution `distribution_id` through an already configured client.
@@ -50,8 +53,7 @@ impl CloudFront {
         client: aws_sdk_cloudfront::Client,
         distribution_id: &str,
     ) -> Result<CloudFront, DriverError> {
-        if distribution_id.is_empty()
-            || !distribution_id.bytes().all(|b| b.is_ascii_alphanumeric())
+        if distribution_id.is_empty() || !distribution_id.bytes().all(|b| b.is_ascii_alphanumeric())
         {
             return Err(DriverError(
                 "CloudFront distribution id must be letters and digits".into(),
@@ -110,7 +112,10 @@ impl CdnDriver for CloudFront {
             .map_err(|e| DriverError(format!("{}: {}", self.name, DisplayErrorContext(&e))))?;
         tracing::debug!(
             target = %self.name,
-            invalidation = out.invalidation().map(|i| i.id()).unwrap_or_default(),
+            invalidation = out
+                .invalidation()
+                .map(aws_sdk_cloudfront::types::Invalidation::id)
+                .unwrap_or_default(),
             "CloudFront invalidation created"
         );
         Ok(())
@@ -174,10 +179,9 @@ mod tests {
             got.request_line,
             "POST /2020-05-31/distribution/EDFDVBD6EXAMPLE/invalidation HTTP/1.1"
         );
-        assert!(got
-            .header("authorization")
-            .is_some_and(|a| a.starts_with("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/")
-                && a.contains("/us-east-1/cloudfront/aws4_request")));
+        assert!(got.header("authorization").is_some_and(|a| a
+            .starts_with("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/")
+            && a.contains("/us-east-1/cloudfront/aws4_request")));
         let body = String::from_utf8(got.body).unwrap();
         let want = concat!(
             r#"<InvalidationBatch xmlns="http://cloudfront.amazonaws.com/doc/2020-05-31/">"#,

@@ -82,7 +82,8 @@ impl Fastly {
         if keys.len() > 1 {
             req = req.header("Surrogate-Key", keys.join(" "));
         }
-        req.build().map_err(|e| DriverError(format!("{}: {e}", self.name)))
+        req.build()
+            .map_err(|e| DriverError(format!("{}: {e}", self.name)))
     }
 }
 
@@ -112,7 +113,13 @@ mod tests {
     use super::*;
 
     fn fastly(api: &str) -> Fastly {
-        Fastly::new(api, "SU1Z0isxPaozGVKXdv0eY", "fastly-t0ken", reqwest::Client::new()).unwrap()
+        Fastly::new(
+            api,
+            "SU1Z0isxPaozGVKXdv0eY",
+            "fastly-t0ken",
+            reqwest::Client::new(),
+        )
+        .unwrap()
     }
 
     #[test]

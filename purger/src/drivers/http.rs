@@ -117,9 +117,11 @@ mod tests {
 
     #[test]
     fn credentials_never_reach_the_name_or_errors() {
-        let edge =
-            HttpEdge::new("https://purger:s3cret@edge.example/purge?x=1", reqwest::Client::new())
-                .unwrap();
+        let edge = HttpEdge::new(
+            "https://purger:s3cret@edge.example/purge?x=1",
+            reqwest::Client::new(),
+        )
+        .unwrap();
         assert_eq!(edge.target(), "https://edge.example/purge");
         assert!(!format!("{edge:?}").contains("s3cret"));
         let e = HttpEdge::new("ftp://u:s3cret@edge", reqwest::Client::new()).unwrap_err();

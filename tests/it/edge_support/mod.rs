@@ -298,17 +298,11 @@ impl Edge {
         let cluster = Cluster::start().await;
         let store = LocalDir::new().await;
         let store_url = format!("file://{}", store.dir.display());
-        let origin = OriginProcess::start_with_url(
-            free_port(),
-            &cluster.url,
-            "store",
-            &store.env(),
-            &[],
-        )
-        .await;
-        let shield =
-            OriginProcess::start_with_url(free_port(), &cluster.url, &origin.base, &[], &[])
+        let origin =
+            OriginProcess::start_with_url(free_port(), &cluster.url, "store", &store.env(), &[])
                 .await;
+        let shield =
+            OriginProcess::start_with_url(free_port(), &cluster.url, &origin.base, &[], &[]).await;
         let varnish_port = free_port();
         let varnish = Varnish::start_on(varnish_port, shield.port).await;
         let s = |v: &str| v.to_owned();
