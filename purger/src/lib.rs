@@ -317,15 +317,19 @@ pub async fn run(
     }
     let metrics = metrics::PurgerMetrics::new()?;
     let outbox = outbox::Outbox::new(pool.clone());
+    let batch_size = args.batch_size.clamp(1, 10_000);
+    // Long enough for the slowest target to send a whole batch one request
+    // after another (CloudFront takes 5 videos a request).
+    let requests_per_batch = u32::try_from(batch_size / 5 + 2).unwrap_or(u32::MAX);
     let runner = runner::Runner::new(
         outbox.clone(),
         drivers,
         metrics.clone(),
         runner::RunSettings {
-            batch_size: args.batch_size.clamp(1, 10_000),
+            batch_size,
             lease: args
                 .request_timeout
-                .saturating_mul(6)
+                .saturating_mul(requests_per_batch)
                 .max(Duration::from_secs(30)),
             retry_base: args.retry_base,
             retry_max: args.retry_max.max(args.retry_base),

@@ -12,9 +12,12 @@
 //!   segments alike; an unknown video answers 503, a private one 403
 //!   without a token; no role exits. Once the database is back a delete
 //!   is 404 everywhere within 2 s, the edge included.
+//! - Two purger replicas share the outbox: each purge reaches each edge
+//!   exactly once, and an edge that is down does not make the purger
+//!   purge the others again while it retries.
 
-use crate::common::metric;
-use crate::edge_support::{wait_listening, Edge, Varnish};
+use crate::common::{free_port, insert_video, metric, TestDb};
+use crate::edge_support::{purger, wait_listening, CountingEdge, Edge, Varnish};
 use crate::origin_support::within;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -324,4 +327,85 @@ async fn known_videos_keep_streaming_while_the_database_is_down() {
     // The unknown video is known now.
     assert_eq!(edge.get(&e, &segment(&unknown, 0)).await.0, 200);
     edge.assert_all_alive();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_share_the_outbox_and_a_dead_edge_does_not_repurge_the_others() {
+    let db = TestDb::new().await;
+    let up = CountingEdge::start_on(free_port()).await;
+    // The second edge is down until later: nothing listens on its port.
+    let down_port = free_port();
+    let urls = [up.url(), format!("http://127.0.0.1:{down_port}/")];
+    let _a = purger(&db.url, &urls).await;
+    let _b = purger(&db.url, &urls).await;
+
+    let mut ids = Vec::new();
+    for _ in 0..40 {
+        let (_, id) = insert_video(&db.pool).await;
+        ids.push(id);
+    }
+    sqlx::query("UPDATE videos SET status = 'ready' WHERE video_id = ANY($1)")
+        .bind(&ids)
+        .execute(&db.pool)
+        .await
+        .expect("ready");
+    // One statement deletes them all: 40 purges in one transaction.
+    sqlx::query("UPDATE videos SET status = 'deleted' WHERE video_id = ANY($1)")
+        .bind(&ids)
+        .execute(&db.pool)
+        .await
+        .expect("delete");
+    within(
+        Duration::from_secs(20),
+        "the live edge gets every purge",
+        || {
+            let (up, ids) = (&up, &ids);
+            async move { up.counts().len() == ids.len() }
+        },
+    )
+    .await;
+    // Retries for the dead edge go on for a while …
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let failed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM cdn_purges WHERE done_at IS NULL AND last_error IS NOT NULL",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .expect("failed purges");
+    assert_eq!(
+        failed,
+        ids.len() as i64,
+        "every purge waits for the dead edge"
+    );
+    // … without purging the live one again.
+    let counts = up.counts();
+    for id in &ids {
+        assert_eq!(
+            counts.get(&format!("video-{id}")),
+            Some(&1),
+            "{id}: {counts:?}"
+        );
+    }
+
+    // The dead edge comes up: it gets each purge once, and the outbox
+    // empties.
+    let late = CountingEdge::start_on(down_port).await;
+    within(Duration::from_secs(20), "every purge is done", || {
+        let db = &db;
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM cdn_purges WHERE done_at IS NULL")
+                .fetch_one(&db.pool)
+                .await
+                .expect("pending")
+                == 0
+        }
+    })
+    .await;
+    let late_counts = late.counts();
+    let up_counts = up.counts();
+    for id in &ids {
+        let key = format!("video-{id}");
+        assert_eq!(late_counts.get(&key), Some(&1), "{id}: {late_counts:?}");
+        assert_eq!(up_counts.get(&key), Some(&1), "{id}: {up_counts:?}");
+    }
 }

@@ -528,3 +528,86 @@ pub(crate) async fn wait_listening(base: &str, within: Duration) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// An HTTP edge stand-in that counts the purges it acknowledges, by
+/// `Surrogate-Key` (for counting, not caching: the Varnish tests cover
+/// the cache).
+pub(crate) struct CountingEdge {
+    pub(crate) port: u16,
+    pub(crate) purges: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, u32>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CountingEdge {
+    /// Serves on `port`.
+    pub(crate) async fn start_on(port: u16) -> CountingEdge {
+        let purges: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, u32>>> =
+            Default::default();
+        let seen = purges.clone();
+        let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+            let seen = seen.clone();
+            async move {
+                if req.method().as_str() != "PURGE" {
+                    return axum::http::StatusCode::METHOD_NOT_ALLOWED;
+                }
+                let key = req
+                    .headers()
+                    .get("surrogate-key")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                *seen.lock().expect("purges").entry(key).or_default() += 1;
+                axum::http::StatusCode::OK
+            }
+        });
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("bind counting edge");
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        CountingEdge { port, purges, task }
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/", self.port)
+    }
+
+    /// Purges received per key.
+    pub(crate) fn counts(&self) -> std::collections::HashMap<String, u32> {
+        self.purges.lock().expect("purges").clone()
+    }
+}
+
+impl Drop for CountingEdge {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A `vodfarm purger` on `database_url` purging `urls`, with short
+/// retries and one round.
+pub(crate) async fn purger(database_url: &str, urls: &[String]) -> Role {
+    let s = |v: &str| v.to_owned();
+    Role::spawn(
+        "purger",
+        &[
+            s("--database-url"),
+            database_url.to_owned(),
+            s("--purge-urls"),
+            urls.join(","),
+            s("--retry-base"),
+            s("100ms"),
+            s("--retry-max"),
+            s("500ms"),
+            s("--request-timeout"),
+            s("1s"),
+            s("--confirm-after"),
+            s("0s"),
+            s("--batch-size"),
+            s("7"),
+        ],
+        "/healthz",
+    )
+    .await
+}
