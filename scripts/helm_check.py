@@ -88,6 +88,13 @@ EVERYTHING = merged(REQUIRED, {
     "worker": {"keda": {"enabled": True, "minReplicaCount": 0},
                "gpu": {"enabled": True, "runtimeClassName": "nvidia"}},
     "shield": {"enabled": True},
+    "purger": {"enabled": True, "replicas": 2,
+               "purgeUrls": ["http://varnish-0.edge:6081", "http://varnish-1.edge:6081"],
+               "fastly": {"serviceId": "SU1Z0isxPaozGVKXdv0eY", "apiToken": "fastly-token"},
+               "cloudflare": {"zoneId": "023e105f4ecef8ad9ca31a8372d0c353",
+                              "apiToken": "cf-token", "purgeBy": "prefixes",
+                              "prefixHost": "cdn.example.com"},
+               "cloudfront": {"distributionId": "EDFDVBD6EXAMPLE"}},
     "monitoring": {
         "grafanaDashboard": {"namespace": "monitoring",
                              "annotations": {"grafana_folder": "vodfarm"}},

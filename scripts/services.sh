@@ -27,7 +27,8 @@ ensure_pkg() {
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 
-# Origin bench peers: nginx and wrk.
+# Origin bench peers: nginx, wrk and varnish; varnish is also the CDN
+# edge of tests/it/edge.rs (deploy/varnish/vodfarm.vcl).
 ensure_pkg nginx-light varnish wrk
 
 # Browser tests: Debian's chromium driven by playwright-core (web/).

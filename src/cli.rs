@@ -38,6 +38,9 @@ pub enum Command {
     /// Run an origin/shield server: the CDN's upstream for playlists,
     /// segments, images and subtitles.
     Origin(vodfarm_origin::OriginArgs),
+    /// Run a CDN purger: send the purge outbox (deleted, privated,
+    /// re-encoded videos) to every configured CDN until each acknowledges.
+    Purger(vodfarm_purger::PurgerArgs),
     /// Upload a video file (resumable; --wait follows it until playable).
     Upload(crate::upload::UploadArgs),
     /// Create the database if needed and apply the schema (idempotent).
@@ -78,6 +81,9 @@ pub async fn main() -> anyhow::Result<()> {
         Command::Dev(args) => crate::dev::run(args).await?,
         Command::Origin(args) => {
             vodfarm_origin::run(args, crate::shutdown_signal()).await?;
+        }
+        Command::Purger(args) => {
+            vodfarm_purger::run(args, crate::shutdown_signal()).await?;
         }
         Command::Api(args) => {
             crate::api::run(args, crate::shutdown_signal()).await?;

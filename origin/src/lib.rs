@@ -139,6 +139,12 @@ pub struct OriginArgs {
     /// net: notifications invalidate it at once).
     #[arg(long, env = "VODFARM_ORIGIN_STATE_TTL", default_value = "60s", value_parser = parse_duration)]
     pub state_ttl: Duration,
+    /// While the database cannot be reached, videos whose state this tier
+    /// confirmed less than this long ago keep being served from that
+    /// last known state (private ones still need a valid token); others
+    /// answer 503. 0s: answer 503 for every video instead.
+    #[arg(long, env = "VODFARM_STALE_STATE_GRACE", default_value = "10m", value_parser = parse_duration)]
+    pub stale_state_grace: Duration,
     /// Size of the database connection pool.
     #[arg(long, env = "VODFARM_DB_MAX_CONNECTIONS", default_value_t = 8)]
     pub db_max_connections: u32,
@@ -219,10 +225,12 @@ pub async fn run(
         pool,
         secret,
         args.state_ttl,
+        args.stale_state_grace,
         metrics.clone(),
     ));
     let stop = CancellationToken::new();
     let listen_task = tokio::spawn(access.clone().listen(cache.clone(), stop.clone()));
+    let probe_task = tokio::spawn(access.clone().probe(stop.clone()));
     let app = Arc::new(server::App::new(
         cache,
         access,
@@ -277,6 +285,7 @@ pub async fn run(
     }
     stop.cancel();
     let _ = listen_task.await;
+    let _ = probe_task.await;
     Ok(())
 }
 

@@ -48,6 +48,18 @@ pub struct OriginMetrics {
     /// `vodfarm_origin_listen_connects_total`: LISTEN connections made
     /// (more than one means reconnects).
     pub listen_connects: IntCounter,
+    /// `vodfarm_origin_degraded`: 1 while the database cannot be reached
+    /// and known videos are served from their last known state.
+    pub degraded: IntGauge,
+    /// `vodfarm_origin_degraded_entered_total`: times degraded mode began.
+    pub degraded_entered: IntCounter,
+    /// `vodfarm_origin_stale_state_answers_total`: access decisions taken
+    /// from a last known state the database could not confirm.
+    pub stale_state_answers: IntCounter,
+    /// `vodfarm_origin_state_unavailable_total`: requests answered 503
+    /// because the video's state could not be read and was not known
+    /// (or was known for longer than `--stale-state-grace`).
+    pub state_unavailable: IntCounter,
 }
 
 impl OriginMetrics {
@@ -132,6 +144,22 @@ impl OriginMetrics {
             listen_connects: counter(
                 "vodfarm_origin_listen_connects_total",
                 "LISTEN connections made for video changes",
+            )?,
+            degraded: gauge(
+                "vodfarm_origin_degraded",
+                "1 while the database cannot be reached and known videos are served from their last known state",
+            )?,
+            degraded_entered: counter(
+                "vodfarm_origin_degraded_entered_total",
+                "Times the database became unreachable (degraded mode began)",
+            )?,
+            stale_state_answers: counter(
+                "vodfarm_origin_stale_state_answers_total",
+                "Access decisions taken from a last known state the database could not confirm",
+            )?,
+            state_unavailable: counter(
+                "vodfarm_origin_state_unavailable_total",
+                "Requests answered 503 because the video's state could not be read and was not known",
             )?,
             requests,
             upstream_fetches,

@@ -41,6 +41,10 @@ pub struct DevArgs {
     /// Port of the worker's /metrics and /healthz.
     #[arg(long, default_value_t = 8083)]
     pub worker_port: u16,
+    /// Port of the CDN purger's /metrics and /healthz (it purges the
+    /// edges named in VODFARM_PURGE_URLS, if any).
+    #[arg(long, default_value_t = 8085)]
+    pub purger_port: u16,
     /// Upload this video as the demo instead of the generated 30-second
     /// test pattern.
     #[arg(long)]

@@ -145,6 +145,16 @@ fn print_banner(args: &DevArgs, dir: &Path, video: Option<&str>) {
     println!("  api:            {api}   (OpenAPI: {api}/v1/openapi.json)");
     println!("  coordinator:    {coordinator}");
     println!("  origin, shield: {origin}, {shield}");
+    let edges = std::env::var("VODFARM_PURGE_URLS").unwrap_or_default();
+    println!(
+        "  CDN purger:     {}/metrics ({})",
+        local_url(args.purger_port),
+        if edges.trim().is_empty() {
+            "no edge: set VODFARM_PURGE_URLS to purge one"
+        } else {
+            "purging VODFARM_PURGE_URLS"
+        }
+    );
     println!(
         "  settings:       {} (source it to use `vodfarm upload`, `vodfarm jobs`)",
         dir.join("dev.env").display()

@@ -49,6 +49,7 @@ pub(crate) struct Roles {
     worker: vodfarm_gpu_worker::worker::WorkerArgs,
     origin: vodfarm_origin::OriginArgs,
     shield: vodfarm_origin::OriginArgs,
+    purger: vodfarm_purger::PurgerArgs,
 }
 
 impl Roles {
@@ -93,6 +94,15 @@ impl Roles {
             ]))?,
             origin: origin(args.origin_port, "store")?,
             shield: origin(args.shield_port, &local_url(args.origin_port))?,
+            // Edges to purge come from VODFARM_PURGE_URLS (and the other
+            // drivers' variables); without any, purges are marked done.
+            purger: role_args(
+                &[
+                    with_common(&[("listen", &local(args.purger_port))]),
+                    vec!["--allow-no-cdn".to_owned()],
+                ]
+                .concat(),
+            )?,
         })
     }
 
@@ -127,6 +137,11 @@ impl Roles {
         );
         spawn_role(
             &mut roles,
+            "purger",
+            vodfarm_purger::run(self.purger, until()),
+        );
+        spawn_role(
+            &mut roles,
             "api",
             crate::api::run_with(self.api, extra, until()),
         );
@@ -153,6 +168,7 @@ pub(crate) async fn wait_healthy(args: &DevArgs) -> anyhow::Result<()> {
         args.origin_port,
         args.shield_port,
         args.worker_port,
+        args.purger_port,
     ] {
         wait_ready(&format!("{}/healthz", local_url(port))).await?;
     }

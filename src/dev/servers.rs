@@ -173,6 +173,34 @@ impl PrivatePostgres {
         format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
     }
 
+    /// Stops the cluster at once (immediate shutdown, recovered at the
+    /// next start), without an async runtime: for `Drop` guards.
+    pub fn stop_blocking(&self) -> anyhow::Result<()> {
+        let bin = pg_bin("pg_ctl")?;
+        let mut ctl = if self.as_postgres {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(bin);
+            c
+        } else {
+            std::process::Command::new(bin)
+        };
+        let out = ctl
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-m", "immediate", "-w", "stop"])
+            .stdin(Stdio::null())
+            .output()
+            .context("running pg_ctl stop")?;
+        if !out.status.success() {
+            bail!(
+                "pg_ctl stop failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    }
+
     /// Stops the cluster (fast shutdown: sessions end, data is safe).
     pub async fn stop(&self) -> anyhow::Result<()> {
         let mut ctl = pg_command(&pg_bin("pg_ctl")?, self.as_postgres);

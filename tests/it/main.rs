@@ -9,18 +9,22 @@
 //! - `origin`: every HTTP rule of the origin/shield.
 //! - `e2e`: every role its own process on s3s-fs.
 //! - `dev`: `vodfarm dev` and the page in headless chromium.
+//! - `edge`: Varnish in front of the tiers; CDN purges; streaming
+//!   through a database outage.
 //! - `ops`: the operator CLI (`vodfarm jobs`, `workers`, `videos`).
 //! - `metrics`: every role's `/metrics` through `promtool check metrics`.
 //! - `tidy`: the architecture's invariants, checked on the source tree.
 
 mod api_support;
 mod common;
+mod edge_support;
 mod media_support;
 mod origin_support;
 
 mod api;
 mod dev;
 mod e2e;
+mod edge;
 mod metrics;
 mod ops;
 mod origin;

@@ -2,8 +2,8 @@
 //! Grafana dashboard and alert rules checked against what the roles
 //! really export.
 //!
-//! One real process per role (coordinator, api, worker, origin, and an
-//! origin in its shield tier) on one database and one local-directory
+//! One real process per role (coordinator, api, worker, origin, an
+//! origin in its shield tier, and a purger) on one database and one local-directory
 //! store. A video is uploaded through the api with tus and transcoded by
 //! the worker, then played through the shield and the origin, so the
 //! label sets that only appear with traffic (routes, statuses, job types,
@@ -111,6 +111,7 @@ async fn every_role_exports_lint_clean_metrics_that_the_dashboard_and_alerts_use
     .map(ToString::to_string)
     .collect();
     let api = ApiProcess::start(free_port(), api_args, vec![]).await;
+    let purger = PurgerProcess::start(&db.url).await;
     let worker = WorkerProcess::start(
         &coordinator.base,
         &store_url,
@@ -162,6 +163,7 @@ async fn every_role_exports_lint_clean_metrics_that_the_dashboard_and_alerts_use
         ("worker", metrics_text(&worker.metrics_base).await),
         ("origin", metrics_text(&origin.base).await),
         ("shield", metrics_text(&shield.base).await),
+        ("purger", metrics_text(&purger.base).await),
     ];
 
     // promtool accepts every exposition, and each is the role's.
@@ -169,6 +171,7 @@ async fn every_role_exports_lint_clean_metrics_that_the_dashboard_and_alerts_use
         "coordinator" => "vodfarm_jobs_pending",
         "api" => "vodfarm_upload_bytes_total",
         "worker" => "vodfarm_worker_jobs_total",
+        "purger" => "vodfarm_purger_backlog",
         _ => "vodfarm_origin_requests_total",
     };
     for (role, text) in &scraped {
@@ -224,6 +227,47 @@ async fn every_role_exports_lint_clean_metrics_that_the_dashboard_and_alerts_use
         unused.is_empty(),
         "{unused:?} are in NOT_EXPORTED_YET but neither the dashboard nor the alerts use them"
     );
+}
+
+/// A `vodfarm purger` with no CDN (`--allow-no-cdn`), killed on drop.
+struct PurgerProcess {
+    child: std::process::Child,
+    base: String,
+}
+
+impl PurgerProcess {
+    async fn start(database_url: &str) -> PurgerProcess {
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_vodfarm"))
+            .arg("purger")
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--database-url", database_url])
+            .arg("--allow-no-cdn")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn vodfarm purger");
+        let p = PurgerProcess {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !reqwest::get(format!("{}/readyz", p.base))
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            assert!(Instant::now() < deadline, "purger did not become ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        p
+    }
+}
+
+impl Drop for PurgerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// The promtool binary, or a panic that says how to get it.

@@ -24,6 +24,7 @@ const ROLE_CRATES: &[(&str, &str)] = &[
     ("catalog", "vodfarm-catalog"),
     ("gpu-worker", "vodfarm-gpu-worker"),
     ("origin", "vodfarm-origin"),
+    ("purger", "vodfarm-purger"),
 ];
 
 /// Small libraries every role may use.

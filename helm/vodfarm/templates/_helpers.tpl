@@ -111,6 +111,16 @@ Fails the render when required settings are missing. Renders nothing.
 {{- if and .Values.worker.enabled (not .Values.worker.coordinatorUrl) (not .Values.coordinator.enabled) }}
 {{- fail "vodfarm: worker.enabled needs coordinator.enabled, or worker.coordinatorUrl naming a coordinator" }}
 {{- end }}
+{{- $p := .Values.purger }}
+{{- if and $p.enabled (not $p.allowNoCdn) (not $p.purgeUrls) (not $p.fastly.serviceId) (not $p.cloudflare.zoneId) (not $p.cloudfront.distributionId) }}
+{{- fail "vodfarm: purger.enabled needs a CDN target: purger.purgeUrls, purger.fastly.serviceId, purger.cloudflare.zoneId or purger.cloudfront.distributionId (or purger.allowNoCdn)" }}
+{{- end }}
+{{- if and $p.enabled $p.fastly.serviceId (not $p.existingSecret) (not $p.fastly.apiToken) }}
+{{- fail "vodfarm: purger.fastly.serviceId needs purger.fastly.apiToken, or purger.existingSecret holding it under purger.fastlyApiTokenKey" }}
+{{- end }}
+{{- if and $p.enabled $p.cloudflare.zoneId (not $p.existingSecret) (not $p.cloudflare.apiToken) }}
+{{- fail "vodfarm: purger.cloudflare.zoneId needs purger.cloudflare.apiToken, or purger.existingSecret holding it under purger.cloudflareApiTokenKey" }}
+{{- end }}
 {{- if and .Values.shield.enabled (not .Values.shield.upstream) (not .Values.origin.enabled) }}
 {{- fail "vodfarm: shield.enabled needs origin.enabled, or shield.upstream naming another origin (http://HOST:PORT)" }}
 {{- end }}

@@ -88,6 +88,8 @@ spec:
               value: {{ $c.config.staleIfError | quote }}
             - name: VODFARM_ORIGIN_STATE_TTL
               value: {{ $c.config.stateTtl | quote }}
+            - name: VODFARM_STALE_STATE_GRACE
+              value: {{ $c.config.staleStateGrace | default "10m" | quote }}
             - name: VODFARM_DB_MAX_CONNECTIONS
               value: {{ $c.config.dbMaxConnections | int | toString | quote }}
             {{- include "vodfarm.logEnv" $root | nindent 12 }}

@@ -192,7 +192,13 @@ mod tests {
         let pool = sqlx::postgres::PgPoolOptions::new()
             .connect_lazy("postgres://nobody@127.0.0.1:9/none")
             .unwrap();
-        let access = Access::new(pool, None, Duration::from_secs(1), metrics.clone());
+        let access = Access::new(
+            pool,
+            None,
+            Duration::from_secs(1),
+            Duration::from_secs(600),
+            metrics.clone(),
+        );
         App::new(
             Arc::new(cache),
             Arc::new(access),

@@ -10,6 +10,8 @@ use vodfarm_core::store::{content_type_for, ByteRange};
 
 const EXPOSE: &str = "Content-Length, Content-Range, ETag, Last-Modified, Accept-Ranges";
 const SURROGATE_KEY: HeaderName = HeaderName::from_static("surrogate-key");
+/// Cloudflare's name for the same key (it purges by cache tag).
+const CACHE_TAG: HeaderName = HeaderName::from_static("cache-tag");
 
 /// Status and headers for `head` under the request's conditions and
 /// range, with an empty body; and the inclusive byte span to send (`None`:
@@ -84,6 +86,7 @@ fn object_headers(app: &App, ctx: &Ctx<'_>, head: &Head, h: &mut HeaderMap) {
         HeaderValue::from_static(EXPOSE),
     );
     if let Ok(v) = HeaderValue::from_str(&format!("video-{}", ctx.route.video_id)) {
+        h.insert(CACHE_TAG, v.clone());
         h.insert(SURROGATE_KEY, v);
     }
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));

@@ -44,6 +44,7 @@ fn healthz(app: &App) -> Response<Body> {
     let body = serde_json::json!({
         "status": "ok",
         "listening": app.access.is_listening(),
+        "degraded": app.access.is_degraded(),
     });
     let mut r = Response::new(full(Bytes::from(body.to_string())));
     r.headers_mut().insert(

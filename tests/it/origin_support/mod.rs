@@ -41,6 +41,17 @@ impl OriginProcess {
         env: &[(&str, String)],
         extra: &[&str],
     ) -> OriginProcess {
+        Self::start_with_url(port, &db.url, upstream, env, extra).await
+    }
+
+    /// Like [`start_on`](Self::start_on), on any database URL.
+    pub(crate) async fn start_with_url(
+        port: u16,
+        database_url: &str,
+        upstream: &str,
+        env: &[(&str, String)],
+        extra: &[&str],
+    ) -> OriginProcess {
         // VODFARM_BIN overrides cargo's binary: a build directory shared
         // by several checkouts may hold another checkout's build.
         let bin = std::env::var_os("VODFARM_BIN")
@@ -50,7 +61,7 @@ impl OriginProcess {
         cmd.arg("origin")
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--upstream", upstream])
-            .args(["--database-url", &db.url])
+            .args(["--database-url", database_url])
             .args(["--db-max-connections", "4"])
             .args(extra)
             .env("VODFARM_SIGNING_SECRET", SECRET)
