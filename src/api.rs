@@ -80,6 +80,9 @@ pub struct ApiArgs {
     /// one connection (its upload's row lock) for its whole body.
     #[arg(long, env = "VODFARM_DB_MAX_CONNECTIONS", default_value_t = 32)]
     pub db_max_connections: u32,
+    /// Connection limits of the HTTP server.
+    #[command(flatten)]
+    pub server: vodfarm_core::serve::ServerArgs,
 }
 
 /// Why the api could not run.
@@ -302,6 +305,7 @@ pub async fn run_with(
             playback_token_ttl: args.playback_token_ttl,
         }),
     };
+    let connections = vodfarm_core::serve::ConnectionMetrics::new(&registry)?;
     let app = router(catalog_state.clone(), upload_state.clone(), registry)?.merge(extra);
     let stop = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
@@ -325,12 +329,17 @@ pub async fn run_with(
             }
         }
     });
-    let served =
-        vodfarm_core::http::serve_until_shutdown(listener, app, stop.clone(), shutdown, "api")
-            .await;
+    vodfarm_core::http::serve_until_shutdown(
+        listener,
+        app,
+        (args.server.limits(), connections),
+        stop.clone(),
+        shutdown,
+        "api",
+    )
+    .await;
     while tasks.join_next().await.is_some() {}
     pool.close().await;
-    served.map_err(|source| ApiRunError::Serve { addr, source })?;
     tracing::info!("api stopped");
     Ok(())
 }

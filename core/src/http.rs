@@ -148,27 +148,27 @@ pub fn bearer_token(header: Option<&axum::http::HeaderValue>) -> Option<&str> {
     }
 }
 
-/// Serves `app` on `listener` until `stop` is cancelled, which `shutdown`
-/// completing does; requests in flight finish first. `stop` is cancelled
-/// on return either way, so the role's background tasks end with it.
+/// Serves `app` on `listener` (with [`crate::serve`]'s limits) until
+/// `stop` is cancelled, which `shutdown` completing does; requests in
+/// flight finish first. `stop` is cancelled on return either way, so the
+/// role's background tasks end with it.
 pub async fn serve_until_shutdown(
     listener: tokio::net::TcpListener,
     app: axum::Router,
+    server: (crate::serve::ServerLimits, crate::serve::ConnectionMetrics),
     stop: tokio_util::sync::CancellationToken,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     role: &'static str,
-) -> std::io::Result<()> {
+) {
     let stop_serving = stop.clone();
     tokio::spawn(async move {
         shutdown.await;
         tracing::info!(role, "shutting down: finishing requests");
         stop_serving.cancel();
     });
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(stop.clone().cancelled_owned())
-        .await;
+    let (limits, metrics) = server;
+    crate::serve::serve_router(listener, app, limits, metrics, stop.clone()).await;
     stop.cancel();
-    served
 }
 
 /// Answers an unknown route with a JSON 404.

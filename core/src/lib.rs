@@ -8,6 +8,8 @@
 //! - [`ladder`]: the rendition ladder (240p/720p/1080p by default).
 //! - [`config`]: helpers for flags and env vars.
 //! - [`http`]: the JSON error body every HTTP API answers with.
+//! - [`serve`]: the HTTP server every role runs, with its limits on slow,
+//!   idle and too many connections.
 //! - [`signing`]: playback tokens for private videos (api issues, origin checks).
 //! - [`store`]: the `ObjectStore` trait, S3 and local-directory stores.
 //! - [`testing`]: a real S3-protocol server for tests and benches.
@@ -22,6 +24,7 @@ pub mod ids;
 pub mod jobs;
 pub mod ladder;
 pub mod layout;
+pub mod serve;
 pub mod signing;
 pub mod store;
 pub mod telemetry;

@@ -62,7 +62,7 @@ async fn run_roles(
     let extra = routes::dev_routes(
         session_slot.clone(),
         local_url(args.coordinator_port),
-        secrets.admin_token.clone(),
+        secrets.operator_token.clone(),
     );
     let stop = CancellationToken::new();
     let mut tasks = roles.spawn(extra, &stop);
@@ -115,7 +115,7 @@ async fn startup(
         ("VODFARM_COORDINATOR_URL", local_url(args.coordinator_port)),
         ("VODFARM_ORIGIN", local_url(args.shield_port)),
         ("VODFARM_WORKER_TOKEN", secrets.worker_token.clone()),
-        ("VODFARM_ADMIN_TOKEN", secrets.admin_token.clone()),
+        ("VODFARM_OPERATOR_TOKEN", secrets.operator_token.clone()),
     ];
     if args.no_demo {
         write_env_file(&dir.join("dev.env"), &env)?;

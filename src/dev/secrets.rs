@@ -11,7 +11,7 @@ pub struct DevSecrets {
     /// Operators' bearer token (the coordinator's operator routes and
     /// `vodfarm jobs`); distinct from the workers' so a worker cannot
     /// retry or cancel jobs.
-    pub admin_token: String,
+    pub operator_token: String,
     /// HMAC secret of playback tokens.
     pub signing_secret: String,
     /// Password of the demo creator.
@@ -23,6 +23,11 @@ impl DevSecrets {
     pub fn load_or_create(dir: &Path) -> anyhow::Result<Self> {
         let path = dir.join("secrets.env");
         let mut vars = read_env_file(&path);
+        // Data directories made before the rename keep their token.
+        if let Some(old) = vars.remove("VODFARM_ADMIN_TOKEN") {
+            vars.entry("VODFARM_OPERATOR_TOKEN".to_owned())
+                .or_insert(old);
+        }
         let mut get = |k: &str| {
             vars.entry(k.to_owned())
                 .or_insert_with(vodfarm_core::ids::new_secret_token)
@@ -30,7 +35,7 @@ impl DevSecrets {
         };
         let secrets = DevSecrets {
             worker_token: get("VODFARM_WORKER_TOKEN"),
-            admin_token: get("VODFARM_ADMIN_TOKEN"),
+            operator_token: get("VODFARM_OPERATOR_TOKEN"),
             signing_secret: get("VODFARM_SIGNING_SECRET"),
             demo_password: get("VODFARM_DEMO_PASSWORD"),
         };
@@ -38,7 +43,7 @@ impl DevSecrets {
             &path,
             &[
                 ("VODFARM_WORKER_TOKEN", secrets.worker_token.clone()),
-                ("VODFARM_ADMIN_TOKEN", secrets.admin_token.clone()),
+                ("VODFARM_OPERATOR_TOKEN", secrets.operator_token.clone()),
                 ("VODFARM_SIGNING_SECRET", secrets.signing_secret.clone()),
                 ("VODFARM_DEMO_PASSWORD", secrets.demo_password.clone()),
             ],
