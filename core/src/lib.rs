@@ -13,6 +13,8 @@
 //! - [`signing`]: playback tokens for private videos (api issues, origin checks).
 //! - [`store`]: the `ObjectStore` trait, S3 and local-directory stores.
 //! - [`testing`]: a real S3-protocol server for tests and benches.
+//! - [`text`]: what text people give us may hold (no controls, no bidi
+//!   overrides).
 //! - [`telemetry`]: tracing setup and the Prometheus registry helpers.
 
 #![warn(missing_docs)]
@@ -29,3 +31,4 @@ pub mod signing;
 pub mod store;
 pub mod telemetry;
 pub mod testing;
+pub mod text;
