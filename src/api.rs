@@ -80,6 +80,12 @@ pub struct ApiArgs {
     /// one connection (its upload's row lock) for its whole body.
     #[arg(long, env = "VODFARM_DB_MAX_CONNECTIONS", default_value_t = 32)]
     pub db_max_connections: u32,
+    /// How long a user token (from sign-up or log-in) stays valid.
+    #[arg(long, env = "VODFARM_TOKEN_TTL", default_value = "30d", value_parser = parse_duration)]
+    pub token_ttl: Duration,
+    /// Throttling of log-ins, sign-ups and upload tokens.
+    #[command(flatten)]
+    pub throttle: vodfarm_core::throttle::ThrottleArgs,
     /// Connection limits of the HTTP server.
     #[command(flatten)]
     pub server: vodfarm_core::serve::ServerArgs,
@@ -283,6 +289,11 @@ pub async fn run_with(
     let addr = listener.local_addr().unwrap_or(args.listen);
     tracing::info!(%addr, store = %args.store, "api listening");
     let registry = Registry::new();
+    let throttle = vodfarm_core::throttle::Throttle::new(
+        pool.clone(),
+        (&args.throttle).into(),
+        &registry,
+    )?;
     let upload_state = UploadState {
         pool: pool.clone(),
         store: store.clone(),
@@ -295,6 +306,7 @@ pub async fn run_with(
             ..UploadSettings::default()
         }),
         metrics: UploadMetrics::new(&registry)?,
+        throttle: throttle.clone(),
     };
     let catalog_state = CatalogState {
         pool: pool.clone(),
@@ -303,7 +315,9 @@ pub async fn run_with(
             public_origin_url: args.public_origin_url.clone(),
             signing_secret: args.signing_secret.as_bytes().into(),
             playback_token_ttl: args.playback_token_ttl,
+            token_ttl: args.token_ttl,
         }),
+        throttle: throttle.clone(),
     };
     let connections = vodfarm_core::serve::ConnectionMetrics::new(&registry)?;
     let app = router(catalog_state.clone(), upload_state.clone(), registry)?.merge(extra);
@@ -326,6 +340,9 @@ pub async fn run_with(
                 Ok(n) if n > 0 => tracing::info!(purged = n, "deleted videos' objects removed"),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "purge sweep failed"),
+            }
+            if let Err(e) = throttle.sweep().await {
+                tracing::warn!(error = %e, "throttle sweep failed");
             }
         }
     });

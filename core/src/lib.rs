@@ -15,6 +15,8 @@
 //! - [`testing`]: a real S3-protocol server for tests and benches.
 //! - [`text`]: what text people give us may hold (no controls, no bidi
 //!   overrides).
+//! - [`throttle`]: throttling of password and token guesses and of
+//!   sign-ups, shared by every api replica (PostgreSQL).
 //! - [`telemetry`]: tracing setup and the Prometheus registry helpers.
 
 #![warn(missing_docs)]
@@ -32,3 +34,4 @@ pub mod store;
 pub mod telemetry;
 pub mod testing;
 pub mod text;
+pub mod throttle;
