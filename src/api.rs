@@ -121,12 +121,19 @@ struct Shared {
     http_requests: IntCounterVec,
 }
 
-/// Builds the api's router (also used by tests in-process).
+/// Builds the api's router, with `extra` routes (dev's) under the same
+/// layers. `public_url` (the api's own, when set) and the catalog's
+/// origin URL are the other servers the page may reach.
 pub fn router(
     catalog: CatalogState,
     uploads: UploadState,
     registry: Registry,
+    public_url: Option<&str>,
+    extra: Router,
 ) -> Result<Router, prometheus::Error> {
+    let mut others = vec![catalog.settings.public_origin_url.as_str()];
+    others.extend(public_url);
+    let page_policy = crate::web::content_security_policy(&others);
     let http_requests = IntCounterVec::new(
         Opts::new(
             "vodfarm_http_requests_total",
@@ -151,10 +158,36 @@ pub fn router(
         .merge(vodfarm_catalog::router(catalog))
         .merge(uploads::router(uploads))
         .merge(ops)
-        .merge(crate::web::router())
+        .merge(crate::web::router(&page_policy))
+        .merge(extra)
         .fallback(not_found_fallback)
         .layer(middleware::from_fn_with_state(shared, count_requests))
-        .layer(middleware::from_fn(cors)))
+        .layer(middleware::from_fn(cors))
+        .layer(middleware::from_fn(security_headers)))
+}
+
+/// Headers on every answer: no MIME sniffing, no referrer, no framing;
+/// and, on anything but the page (which sets its own), a policy that
+/// lets an answer run or load nothing if a browser ever renders it.
+async fn security_headers(req: Request, next: Next) -> Response {
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    if !h.contains_key(header::CONTENT_SECURITY_POLICY) {
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+        );
+    }
+    resp
 }
 
 /// Methods a browser may use on any route.
@@ -289,11 +322,8 @@ pub async fn run_with(
     let addr = listener.local_addr().unwrap_or(args.listen);
     tracing::info!(%addr, store = %args.store, "api listening");
     let registry = Registry::new();
-    let throttle = vodfarm_core::throttle::Throttle::new(
-        pool.clone(),
-        (&args.throttle).into(),
-        &registry,
-    )?;
+    let throttle =
+        vodfarm_core::throttle::Throttle::new(pool.clone(), (&args.throttle).into(), &registry)?;
     let upload_state = UploadState {
         pool: pool.clone(),
         store: store.clone(),
@@ -320,7 +350,13 @@ pub async fn run_with(
         throttle: throttle.clone(),
     };
     let connections = vodfarm_core::serve::ConnectionMetrics::new(&registry)?;
-    let app = router(catalog_state.clone(), upload_state.clone(), registry)?.merge(extra);
+    let app = router(
+        catalog_state.clone(),
+        upload_state.clone(),
+        registry,
+        args.public_url.as_deref(),
+        extra,
+    )?;
     let stop = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(uploads::expire_uploads(

@@ -64,7 +64,11 @@ pub fn check_new_password(
         if let Some(w) = feedback.warning() {
             why.push_str(&format!(": {w}"));
         }
-        let tips: Vec<String> = feedback.suggestions().iter().map(ToString::to_string).collect();
+        let tips: Vec<String> = feedback
+            .suggestions()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         if !tips.is_empty() {
             why.push_str(&format!(" ({})", tips.join(" ")));
         }
@@ -203,9 +207,10 @@ mod tests {
 
     /// `n` pseudo-random letters, digits and signs (deterministic).
     fn noise(n: usize) -> String {
-        let alphabet: Vec<char> = "abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789!#%&*+-=?@"
-            .chars()
-            .collect();
+        let alphabet: Vec<char> =
+            "abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789!#%&*+-=?@"
+                .chars()
+                .collect();
         let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
         (0..n)
             .map(|_| {
@@ -227,7 +232,10 @@ mod tests {
         ] {
             assert!(!refused(strong), "{strong:?} was refused");
         }
-        assert!(refused(&noise(MAX_PASSWORD_CHARS + 1)), "over 1024 characters");
+        assert!(
+            refused(&noise(MAX_PASSWORD_CHARS + 1)),
+            "over 1024 characters"
+        );
     }
 
     #[test]
@@ -235,7 +243,11 @@ mod tests {
         let e = check_new_password("password", "password", "a", "b@c").expect_err("weak");
         assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
         assert_eq!(e.field.as_deref(), Some("password"));
-        assert!(e.message.starts_with("the password is too easy to guess"), "{}", e.message);
+        assert!(
+            e.message.starts_with("the password is too easy to guess"),
+            "{}",
+            e.message
+        );
         let e = check_new_password("password", "short", "a", "b@c").expect_err("short");
         assert!(e.message.contains("at least 8"), "{}", e.message);
     }

@@ -314,7 +314,11 @@ impl Throttle {
                     .with_label_values(&[endpoint.as_str()])
                     .inc();
                 let secs = secs.ceil().max(1.0) as u64;
-                tracing::info!(endpoint = endpoint.as_str(), retry_after = secs, "refused: too many attempts");
+                tracing::info!(
+                    endpoint = endpoint.as_str(),
+                    retry_after = secs,
+                    "refused: too many attempts"
+                );
                 Err(ApiError::too_many_attempts(secs))
             }
             None => Ok(()),
@@ -343,7 +347,11 @@ impl Throttle {
                 .map_err(|e| crate::auth::db_error(&e))?;
             if locked {
                 self.metrics.lockouts.with_label_values(&[b.scope]).inc();
-                tracing::warn!(scope = b.scope, endpoint = endpoint.as_str(), "budget spent: locked");
+                tracing::warn!(
+                    scope = b.scope,
+                    endpoint = endpoint.as_str(),
+                    "budget spent: locked"
+                );
             }
         }
         Ok(())
@@ -447,8 +455,14 @@ mod tests {
         assert_eq!(a("2001:db8:1:2:aaaa::1"), a("2001:db8:1:2:bbbb::9"));
         assert_eq!(a("2001:db8:1:2:aaaa::1").0, "2001:db8:1:2::/64");
         assert_ne!(a("2001:db8:1:2::1"), a("2001:db8:1:3::1"));
-        assert_eq!(parse_ip(" 198.51.100.1:443"), Some(IpAddr::from([198, 51, 100, 1])));
-        assert_eq!(parse_ip("[::1]:80"), Some("::1".parse().unwrap_or(IpAddr::from([0; 16]))));
+        assert_eq!(
+            parse_ip(" 198.51.100.1:443"),
+            Some(IpAddr::from([198, 51, 100, 1]))
+        );
+        assert_eq!(
+            parse_ip("[::1]:80"),
+            Some("::1".parse().unwrap_or(IpAddr::from([0; 16])))
+        );
         assert_eq!(parse_ip("unknown"), None);
     }
 }

@@ -4,7 +4,7 @@ use super::envfile::{read_env_file, write_env_file};
 use std::path::Path;
 
 /// Secrets made on the first run and kept in `DIR/secrets.env`.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct DevSecrets {
     /// Workers' bearer token.
     pub worker_token: String,
@@ -16,6 +16,17 @@ pub struct DevSecrets {
     pub signing_secret: String,
     /// Password of the demo creator.
     pub demo_password: String,
+    /// Password of the private PostgreSQL's superuser.
+    pub pg_password: String,
+    /// Password of the private redis-server.
+    pub redis_password: String,
+}
+
+// By hand: secrets stay out of logs.
+impl std::fmt::Debug for DevSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DevSecrets").finish_non_exhaustive()
+    }
 }
 
 impl DevSecrets {
@@ -38,6 +49,8 @@ impl DevSecrets {
             operator_token: get("VODFARM_OPERATOR_TOKEN"),
             signing_secret: get("VODFARM_SIGNING_SECRET"),
             demo_password: get("VODFARM_DEMO_PASSWORD"),
+            pg_password: get("VODFARM_PG_PASSWORD"),
+            redis_password: get("VODFARM_REDIS_PASSWORD"),
         };
         write_env_file(
             &path,
@@ -46,6 +59,8 @@ impl DevSecrets {
                 ("VODFARM_OPERATOR_TOKEN", secrets.operator_token.clone()),
                 ("VODFARM_SIGNING_SECRET", secrets.signing_secret.clone()),
                 ("VODFARM_DEMO_PASSWORD", secrets.demo_password.clone()),
+                ("VODFARM_PG_PASSWORD", secrets.pg_password.clone()),
+                ("VODFARM_REDIS_PASSWORD", secrets.redis_password.clone()),
             ],
         )?;
         Ok(secrets)

@@ -187,7 +187,16 @@ pub(super) async fn patch(
         .ok_or_else(|| ApiError::bad_request("Upload-Offset is required"))?;
     let checksum = Checksum::from_headers(&headers)?;
     let id = parse_upload_id(&raw)?;
-    write(&state, id, &headers, offset, body, checksum.as_ref(), Some(peer)).await
+    write(
+        &state,
+        id,
+        &headers,
+        offset,
+        body,
+        checksum.as_ref(),
+        Some(peer),
+    )
+    .await
 }
 
 /// What a locked write amounts to, before its transaction ends.
