@@ -68,7 +68,11 @@ async fn loopback_host_only(req: Request, next: Next) -> Response {
         .headers()
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri().authority().map(|a| a.as_str()));
+        .or_else(|| {
+            req.uri()
+                .authority()
+                .map(axum::http::uri::Authority::as_str)
+        });
     if host.is_some_and(is_loopback_host) {
         next.run(req).await
     } else {

@@ -12,6 +12,9 @@
     servers ignore those). Schemathesis means to pass such cases, but
     re-validates integer headers (`Upload-Length: 0`) as the strings they
     are on the wire, sees "other negations", and reports the 201.
+- Authentication: the fuzzer's user token on every request, except that a
+  log-out (`DELETE /v1/tokens/current`) gets a token of its own, logged in
+  for it, so it never revokes the token every other request uses.
 - One removal it cannot see: terminating a tus upload deletes its video
   (as the document says), so the video's routes answer 404 afterwards;
   the video ids whose uploads were terminated are recorded from the
@@ -19,7 +22,9 @@
 """
 
 import json
+import os
 
+import requests
 import schemathesis
 from schemathesis.core.failures import AcceptedNegativeData
 from schemathesis.generation.meta import CoveragePhaseData, CoverageScenario
@@ -28,6 +33,31 @@ from schemathesis.openapi.checks import EnsureResourceAvailability, MissingHeade
 schemathesis.serializer.alias("application/offset+octet-stream", "application/octet-stream")
 
 TUS_VERSION = "1.0.0"
+
+
+def _disposable_token():
+    """A fresh token of the fuzzer's account (a log-in)."""
+    r = requests.post(
+        os.environ["VODFARM_FUZZ_API"] + "/v1/tokens",
+        json={"username": os.environ["VODFARM_FUZZ_USER"], "password": os.environ["VODFARM_FUZZ_PASSWORD"]},
+        timeout=30,
+    )
+    r.raise_for_status()
+    return r.json()["token"]
+
+
+@schemathesis.auth()
+class FuzzerToken:
+    def get(self, case, context):
+        return os.environ["VODFARM_FUZZ_TOKEN"]
+
+    def set(self, case, data, context):
+        token = data
+        if case.method.upper() == "DELETE" and case.path == "/v1/tokens/current":
+            token = _disposable_token()
+        if case.headers is None:
+            case.headers = {}
+        case.headers["Authorization"] = f"Bearer {token}"
 
 # upload id -> video id, from creation answers; video ids whose upload a
 # termination (204) deleted.
