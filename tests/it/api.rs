@@ -646,6 +646,20 @@ async fn schemathesis_finds_no_contract_violations() {
     ])
     .await;
     let (_, token) = env.signup("fuzzer").await;
+    let mine: Value = env
+        .http
+        .get(env.url("/v1/tokens"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("tokens")
+        .json()
+        .await
+        .expect("tokens json");
+    let token_id = mine["tokens"][0]["token_id"]
+        .as_str()
+        .expect("token_id")
+        .to_owned();
     env.channel(&token).await;
     let scratch = tempfile::tempdir().expect("scratch dir");
     let started = Instant::now();
@@ -667,6 +681,7 @@ async fn schemathesis_finds_no_contract_violations() {
         .env("VODFARM_FUZZ_USER", "fuzzer")
         .env("VODFARM_FUZZ_PASSWORD", SIGNUP_PASSWORD)
         .env("VODFARM_FUZZ_TOKEN", &token)
+        .env("VODFARM_FUZZ_TOKEN_ID", &token_id)
         .env("NO_COLOR", "1")
         .env(
             "PYTHONPATH",
@@ -704,6 +719,22 @@ async fn schemathesis_finds_no_contract_violations() {
         .await
         .expect("text");
     assert!(m.contains(r#"route="/v1/videos/{video_id}""#), "{m}");
+    let still = env
+        .http
+        .get(env.url("/v1/tokens"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("tokens");
+    assert_eq!(still.status(), 200, "the fuzzer's own token was revoked");
+    // The token routes were exercised without ending the fuzzer's session.
+    for route in [
+        "/v1/tokens/current",
+        "/v1/me/password",
+        "/v1/tokens/{token_id}",
+    ] {
+        assert!(m.contains(&format!(r#"route="{route}""#)), "{route}: {m}");
+    }
     assert!(
         m.contains(r#"route="/v1/uploads/{upload_id}""#)
             || m.contains(r#"route="/v1/uploads/{id}""#),

@@ -14,7 +14,10 @@
     are on the wire, sees "other negations", and reports the 201.
 - Authentication: the fuzzer's user token on every request, except that a
   log-out (`DELETE /v1/tokens/current`) gets a token of its own, logged in
-  for it, so it never revokes the token every other request uses.
+  for it, so it never revokes the token every other request uses; for the
+  same reason a revocation that names that token (`DELETE
+  /v1/tokens/{token_id}`, e.g. over a link schemathesis inferred from
+  `GET /v1/tokens`) revokes a fresh token of the same account instead.
 - One removal it cannot see: terminating a tus upload deletes its video
   (as the document says), so the video's routes answer 404 afterwards;
   the video ids whose uploads were terminated are recorded from the
@@ -35,15 +38,27 @@ schemathesis.serializer.alias("application/offset+octet-stream", "application/oc
 TUS_VERSION = "1.0.0"
 
 
-def _disposable_token():
-    """A fresh token of the fuzzer's account (a log-in)."""
+def _log_in():
+    """A fresh token of the fuzzer's account: the log-in's answer."""
     r = requests.post(
         os.environ["VODFARM_FUZZ_API"] + "/v1/tokens",
         json={"username": os.environ["VODFARM_FUZZ_USER"], "password": os.environ["VODFARM_FUZZ_PASSWORD"]},
         timeout=30,
     )
     r.raise_for_status()
-    return r.json()["token"]
+    return r.json()
+
+
+def _disposable_token():
+    return _log_in()["token"]
+
+
+@schemathesis.hook
+def before_call(context, case, kwargs):
+    if case.method.upper() == "DELETE" and case.path == "/v1/tokens/{token_id}":
+        params = case.path_parameters or {}
+        if params.get("token_id") == os.environ["VODFARM_FUZZ_TOKEN_ID"]:
+            params["token_id"] = _log_in()["token_id"]
 
 
 @schemathesis.auth()
