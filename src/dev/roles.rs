@@ -37,7 +37,7 @@ pub(crate) fn local_url(port: u16) -> String {
     format!("http://127.0.0.1:{port}")
 }
 
-/// Connections each dev server takes at once (five share one process).
+/// Connections each dev server takes at once (they share one process).
 const DEV_MAX_CONNECTIONS: &str = "512";
 
 fn local(port: u16) -> String {
@@ -64,7 +64,7 @@ impl Roles {
         secrets: &DevSecrets,
         services: &DevServices,
     ) -> anyhow::Result<Self> {
-        // Five servers share this process's open-file limit.
+        // Every server shares this process's open-file limit.
         let conns = ("http-max-connections", DEV_MAX_CONNECTIONS);
         let common = flags(&[("database-url", services.database_url.as_str()), conns]);
         let with_common = |extra: &[(&str, &str)]| [common.clone(), flags(extra)].concat();
