@@ -337,6 +337,8 @@ impl Edge {
                 cluster.url.clone(),
                 s("--worker-token"),
                 s("edge-test-worker-token"),
+                s("--operator-token"),
+                s("edge-test-operator-token"),
             ],
             "/readyz",
         )
