@@ -121,8 +121,8 @@ struct Shared {
     http_requests: IntCounterVec,
 }
 
-/// Builds the api's router, with `extra` routes (dev's) under the same
-/// layers. `public_url` (the api's own, when set) and the catalog's
+/// Builds the api's router, with `extra` routes (dev's), which get the
+/// security headers but never CORS. `public_url` (the api's own, when set) and the catalog's
 /// origin URL are the other servers the page may reach.
 pub fn router(
     catalog: CatalogState,
@@ -154,15 +154,19 @@ pub fn router(
         .route("/metrics", get(metrics))
         .route("/v1/openapi.json", get(openapi))
         .with_state(shared.clone());
-    Ok(Router::new()
+    let api = Router::new()
         .merge(vodfarm_catalog::router(catalog))
         .merge(uploads::router(uploads))
         .merge(ops)
         .merge(crate::web::router(&page_policy))
-        .merge(extra)
         .fallback(not_found_fallback)
         .layer(middleware::from_fn_with_state(shared, count_requests))
-        .layer(middleware::from_fn(cors))
+        .layer(middleware::from_fn(cors));
+    // `extra` joins after the CORS layer on purpose: dev's session route
+    // hands out a token, and a CORS answer would let any web page read
+    // it. The security headers cover both.
+    Ok(api
+        .merge(extra)
         .layer(middleware::from_fn(security_headers)))
 }
 

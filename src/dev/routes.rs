@@ -5,7 +5,10 @@
 //! under `vodfarm dev`, which listens on localhost, and answers only when
 //! the request's `Host` is a loopback name or address: a page on another
 //! site whose name was rebound to 127.0.0.1 (DNS rebinding) sends its own
-//! name in `Host`, and gets 403.
+//! name in `Host`, and gets 403. These routes never answer with CORS
+//! headers (`crate::api` adds them after its CORS layer), and a request
+//! whose `Origin` is not a loopback page is refused too, so another site
+//! cannot read them through the user's browser.
 
 use super::demo::DemoSession;
 use axum::extract::Request;
@@ -62,7 +65,8 @@ pub(crate) fn dev_routes(
 }
 
 /// 403 unless the request names a loopback host (`Host`, or the
-/// authority of an HTTP/2 request).
+/// authority of an HTTP/2 request) and, when it says where it comes from
+/// (`Origin`), comes from a loopback page.
 async fn loopback_host_only(req: Request, next: Next) -> Response {
     let host = req
         .headers()
@@ -73,7 +77,17 @@ async fn loopback_host_only(req: Request, next: Next) -> Response {
                 .authority()
                 .map(axum::http::uri::Authority::as_str)
         });
-    if host.is_some_and(is_loopback_host) {
+    let origin_ok = match req.headers().get(header::ORIGIN) {
+        None => true,
+        Some(o) => o
+            .to_str()
+            .ok()
+            .and_then(|o| o.split_once("://"))
+            .is_some_and(|(scheme, host)| {
+                matches!(scheme, "http" | "https") && is_loopback_host(host)
+            }),
+    };
+    if origin_ok && host.is_some_and(is_loopback_host) {
         next.run(req).await
     } else {
         ApiError::new(

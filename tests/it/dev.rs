@@ -232,12 +232,12 @@ fn dev_runs_everything_and_the_page_plays_and_uploads() {
                 .expect("dev.env's DATABASE_URL works");
             with.close().await;
             // Dev routes answer only a loopback Host: a rebound name is refused.
-            let status = |host: String| async move {
+            let status = |host: String, origin: &'static str| async move {
                 let mut s = tokio::net::TcpStream::connect(("127.0.0.1", ports[3]))
                     .await
                     .expect("connect");
                 let req = format!(
-                    "GET /v1/dev/session HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+                    "GET /v1/dev/session HTTP/1.1\r\nHost: {host}\r\n{origin}Connection: close\r\n\r\n"
                 );
                 tokio::io::AsyncWriteExt::write_all(&mut s, req.as_bytes())
                     .await
@@ -246,11 +246,20 @@ fn dev_runs_everything_and_the_page_plays_and_uploads() {
                 tokio::io::AsyncReadExt::read_to_string(&mut s, &mut answer)
                     .await
                     .expect("answer");
+                // Never readable by another site's script.
+                assert!(
+                    !answer.to_ascii_lowercase().contains("access-control-allow-origin"),
+                    "{answer}"
+                );
                 answer.split(' ').nth(1).unwrap_or_default().to_owned()
             };
-            assert_eq!(status(format!("evil.example:{}", ports[3])).await, "403");
-            assert_eq!(status(format!("127.0.0.1:{}", ports[3])).await, "200");
-            assert_eq!(status(format!("localhost:{}", ports[3])).await, "200");
+            let here = format!("127.0.0.1:{}", ports[3]);
+            assert_eq!(status(format!("evil.example:{}", ports[3]), "").await, "403");
+            assert_eq!(status(here.clone(), "").await, "200");
+            assert_eq!(status(format!("localhost:{}", ports[3]), "").await, "200");
+            // A page of another site calling the real address is refused.
+            assert_eq!(status(here.clone(), "Origin: https://evil.example\r\n").await, "403");
+            assert_eq!(status(here, "Origin: http://localhost:1\r\n").await, "200");
         });
 
         // The demo plays to the end through the shield, 30 s long.
