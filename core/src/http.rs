@@ -143,7 +143,22 @@ where
                 "send the body as Content-Type: application/json",
             ));
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+        // A JSON body is small: one that trickles in is a slow client
+        // holding a connection (the server's header timeout ends when the
+        // headers are in).
+        let limit = req
+            .extensions()
+            .get::<crate::serve::BodyTimeout>()
+            .map_or(JSON_BODY_TIMEOUT, |t| t.0);
+        let read = tokio::time::timeout(limit, Bytes::from_request(req, state));
+        let bytes = read.await.map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                format!("the body did not arrive within {limit:?}"),
+            )
+        })?;
+        let bytes = bytes.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
@@ -157,6 +172,10 @@ where
         parse_json(&bytes).map(ApiJson)
     }
 }
+
+/// Longest wait for a whole JSON body (408 after it) when the server did
+/// not say (`--http-body-timeout` does).
+pub const JSON_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// `application/json` or `application/<anything>+json`, any parameters.
 fn is_json(headers: &HeaderMap) -> bool {

@@ -11,7 +11,9 @@
 //!   closed.
 //! - At most `--http-max-connections` connections are served at once;
 //!   the next ones get a 503 and are closed at once.
-//! - Each request carries its peer address (`ConnectInfo<SocketAddr>`).
+//! - Each request carries its peer address (`ConnectInfo<SocketAddr>`)
+//!   and the time its JSON body may take ([`BodyTimeout`],
+//!   `--http-body-timeout`: a body that trickles in gets 408).
 //! - Stop: no new connections; open ones finish their requests (HTTP/1
 //!   closes after the response, HTTP/2 sends GOAWAY), then the server
 //!   returns (after `drain_timeout`, when set, the rest are cut).
@@ -63,6 +65,10 @@ pub struct ServerArgs {
     /// Keep it under the process's open-file limit (`ulimit -n`).
     #[arg(long, env = "VODFARM_HTTP_MAX_CONNECTIONS", default_value_t = 4096)]
     pub http_max_connections: usize,
+    /// A JSON request body must arrive whole within this long (408
+    /// otherwise). Upload bodies have their own idle timeout.
+    #[arg(long, env = "VODFARM_HTTP_BODY_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub http_body_timeout: Duration,
 }
 
 impl ServerArgs {
@@ -72,6 +78,7 @@ impl ServerArgs {
             header_timeout: self.http_header_timeout,
             idle_timeout: self.http_idle_timeout,
             max_connections: self.http_max_connections.max(1),
+            body_timeout: self.http_body_timeout,
             drain_timeout: None,
         }
     }
@@ -86,6 +93,8 @@ pub struct ServerLimits {
     pub idle_timeout: Duration,
     /// Most connections at once.
     pub max_connections: usize,
+    /// Longest wait for a whole JSON body ([`BodyTimeout`]).
+    pub body_timeout: Duration,
     /// On stop, how long open connections may take to finish (`None`:
     /// as long as they need).
     pub drain_timeout: Option<Duration>,
@@ -97,10 +106,16 @@ impl Default for ServerLimits {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(75),
             max_connections: 4096,
+            body_timeout: Duration::from_secs(30),
             drain_timeout: None,
         }
     }
 }
+
+/// The longest wait for a whole JSON body, in every request's extensions
+/// (`core::http::ApiJson` reads it).
+#[derive(Debug, Clone, Copy)]
+pub struct BodyTimeout(pub Duration);
 
 /// The server's connection metrics, in the role's registry.
 #[derive(Debug, Clone)]
@@ -288,6 +303,7 @@ async fn connection<S, B>(
         inner: service,
         state: state.clone(),
         peer,
+        body_timeout: BodyTimeout(limits.body_timeout),
     };
     let conn = builder.serve_connection(io, svc);
     tokio::pin!(conn);
@@ -528,6 +544,7 @@ struct Tracked<S> {
     inner: S,
     state: Arc<ConnState>,
     peer: SocketAddr,
+    body_timeout: BodyTimeout,
 }
 
 impl<S, B> hyper::service::Service<Request<Incoming>> for Tracked<S>
@@ -542,6 +559,7 @@ where
 
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
         req.extensions_mut().insert(ConnectInfo(self.peer));
+        req.extensions_mut().insert(self.body_timeout);
         let guard = InFlight::start(self.state.clone());
         let answer = self.inner.call(req);
         Box::pin(async move {

@@ -631,6 +631,30 @@ async fn slow_and_idle_clients_are_cut_on_every_server() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_json_body_that_trickles_in_gets_408() {
+    let env = ApiEnv::start(&["--http-body-timeout", "2s"]).await;
+    let mut s = TcpStream::connect(("127.0.0.1", env.api.port))
+        .await
+        .expect("connect");
+    s.write_all(
+        b"POST /v1/tokens HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\
+          Content-Length: 100\r\n\r\n{\"username\": ",
+    )
+    .await
+    .expect("headers and a bit of body");
+    let sent = Instant::now();
+    let mut buf = [0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(30), s.read(&mut buf))
+        .await
+        .expect("the server answered")
+        .expect("read");
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("request_timeout"), "{answer}");
+    assert!(sent.elapsed() >= Duration::from_millis(1900));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn past_the_connection_cap_new_connections_get_503() {
     let env = ApiEnv::start(&[
         "--http-max-connections",
