@@ -56,6 +56,8 @@ async fn start_coordinator(db_url: &str, connections: usize) -> anyhow::Result<C
         .args([
             "--worker-token",
             TOKEN,
+            "--operator-token",
+            "bench-operator-token",
             "--db-max-connections",
             &connections.to_string(),
         ])

@@ -76,11 +76,11 @@ def merged(base, extra):
 
 REQUIRED = {
     "database": {"url": "postgres://vodfarm:pw@postgres:5432/vodfarm"},
-    "auth": {"workerToken": "worker-token", "signingSecret": "signing-secret"},
+    "auth": {"workerToken": "worker-token", "operatorToken": "operator-token",
+             "signingSecret": "signing-secret"},
     "store": {"url": "s3://vodfarm-media"},
 }
 EVERYTHING = merged(REQUIRED, {
-    "auth": {"adminToken": "admin-token"},
     "store": {"endpoint": "http://minio:9000", "region": "us-east-1",
               "accessKeyId": "id", "secretAccessKey": "secret"},
     "api": {"ingress": {"enabled": True, "className": "nginx",
@@ -184,6 +184,29 @@ def check_dashboard(text, what):
         print(f"  dashboard: {len(dash['panels'])} panels, {len(queries)} queries parse as PromQL")
 
 
+def container_env(deployment):
+    """name -> env entry of a Deployment's first container."""
+    containers = deployment["spec"]["template"]["spec"]["containers"]
+    return {e["name"]: e for e in containers[0].get("env", [])}
+
+
+def check_token_separation(name, kinds):
+    """The coordinator gets the operator token from its own Secret key;
+    no other role gets it (workers parse untrusted media)."""
+    for path, d in kinds.get("Deployment", []):
+        env = container_env(d)
+        op = env.get("VODFARM_OPERATOR_TOKEN")
+        if path.endswith("coordinator-deployment.yaml"):
+            ref = ((op or {}).get("valueFrom") or {}).get("secretKeyRef") or {}
+            worker_ref = ((env.get("VODFARM_WORKER_TOKEN") or {}).get("valueFrom") or {}).get("secretKeyRef") or {}
+            if not ref or ref.get("optional"):
+                fail(f"helm template ({name}): the coordinator does not require VODFARM_OPERATOR_TOKEN")
+            elif ref.get("key") == worker_ref.get("key"):
+                fail(f"helm template ({name}): operator and worker tokens share the Secret key {ref.get('key')!r}")
+        elif op is not None or "VODFARM_ADMIN_TOKEN" in env:
+            fail(f"helm template ({name}): {path} gets the operator token")
+
+
 def check_render(name, values, want, unwanted):
     chart = helm_python.Chart.load(CHART)
     try:
@@ -211,6 +234,8 @@ def check_render(name, values, want, unwanted):
     for k in sorted(unwanted & kinds.keys()):
         fail(f"helm template ({name}): {k} rendered but not asked for")
     print(f"  helm template ({name}): " + ", ".join(f"{len(v)} {k}" for k, v in sorted(kinds.items())))
+
+    check_token_separation(name, kinds)
 
     mon = values.get("monitoring", {})
     for path, d in kinds.get("ConfigMap", []):

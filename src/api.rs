@@ -80,6 +80,15 @@ pub struct ApiArgs {
     /// one connection (its upload's row lock) for its whole body.
     #[arg(long, env = "VODFARM_DB_MAX_CONNECTIONS", default_value_t = 32)]
     pub db_max_connections: u32,
+    /// How long a user token (from sign-up or log-in) stays valid.
+    #[arg(long, env = "VODFARM_TOKEN_TTL", default_value = "30d", value_parser = parse_duration)]
+    pub token_ttl: Duration,
+    /// Throttling of log-ins, sign-ups and upload tokens.
+    #[command(flatten)]
+    pub throttle: vodfarm_core::throttle::ThrottleArgs,
+    /// Connection limits of the HTTP server.
+    #[command(flatten)]
+    pub server: vodfarm_core::serve::ServerArgs,
 }
 
 /// Why the api could not run.
@@ -112,12 +121,19 @@ struct Shared {
     http_requests: IntCounterVec,
 }
 
-/// Builds the api's router (also used by tests in-process).
+/// Builds the api's router, with `extra` routes (dev's), which get the
+/// security headers but never CORS. `public_url` (the api's own, when set) and the catalog's
+/// origin URL are the other servers the page may reach.
 pub fn router(
     catalog: CatalogState,
     uploads: UploadState,
     registry: Registry,
+    public_url: Option<&str>,
+    extra: Router,
 ) -> Result<Router, prometheus::Error> {
+    let mut others = vec![catalog.settings.public_origin_url.as_str()];
+    others.extend(public_url);
+    let page_policy = crate::web::content_security_policy(&others);
     let http_requests = IntCounterVec::new(
         Opts::new(
             "vodfarm_http_requests_total",
@@ -138,14 +154,44 @@ pub fn router(
         .route("/metrics", get(metrics))
         .route("/v1/openapi.json", get(openapi))
         .with_state(shared.clone());
-    Ok(Router::new()
+    let api = Router::new()
         .merge(vodfarm_catalog::router(catalog))
         .merge(uploads::router(uploads))
         .merge(ops)
-        .merge(crate::web::router())
+        .merge(crate::web::router(&page_policy))
         .fallback(not_found_fallback)
         .layer(middleware::from_fn_with_state(shared, count_requests))
-        .layer(middleware::from_fn(cors)))
+        .layer(middleware::from_fn(cors));
+    // `extra` joins after the CORS layer on purpose: dev's session route
+    // hands out a token, and a CORS answer would let any web page read
+    // it. The security headers cover both.
+    Ok(api
+        .merge(extra)
+        .layer(middleware::from_fn(security_headers)))
+}
+
+/// Headers on every answer: no MIME sniffing, no referrer, no framing;
+/// and, on anything but the page (which sets its own), a policy that
+/// lets an answer run or load nothing if a browser ever renders it.
+async fn security_headers(req: Request, next: Next) -> Response {
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    if !h.contains_key(header::CONTENT_SECURITY_POLICY) {
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+        );
+    }
+    resp
 }
 
 /// Methods a browser may use on any route.
@@ -280,6 +326,8 @@ pub async fn run_with(
     let addr = listener.local_addr().unwrap_or(args.listen);
     tracing::info!(%addr, store = %args.store, "api listening");
     let registry = Registry::new();
+    let throttle =
+        vodfarm_core::throttle::Throttle::new(pool.clone(), (&args.throttle).into(), &registry)?;
     let upload_state = UploadState {
         pool: pool.clone(),
         store: store.clone(),
@@ -292,6 +340,7 @@ pub async fn run_with(
             ..UploadSettings::default()
         }),
         metrics: UploadMetrics::new(&registry)?,
+        throttle: throttle.clone(),
     };
     let catalog_state = CatalogState {
         pool: pool.clone(),
@@ -300,9 +349,18 @@ pub async fn run_with(
             public_origin_url: args.public_origin_url.clone(),
             signing_secret: args.signing_secret.as_bytes().into(),
             playback_token_ttl: args.playback_token_ttl,
+            token_ttl: args.token_ttl,
         }),
+        throttle: throttle.clone(),
     };
-    let app = router(catalog_state.clone(), upload_state.clone(), registry)?.merge(extra);
+    let connections = vodfarm_core::serve::ConnectionMetrics::new(&registry)?;
+    let app = router(
+        catalog_state.clone(),
+        upload_state.clone(),
+        registry,
+        args.public_url.as_deref(),
+        extra,
+    )?;
     let stop = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(uploads::expire_uploads(
@@ -323,14 +381,22 @@ pub async fn run_with(
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "purge sweep failed"),
             }
+            if let Err(e) = throttle.sweep().await {
+                tracing::warn!(error = %e, "throttle sweep failed");
+            }
         }
     });
-    let served =
-        vodfarm_core::http::serve_until_shutdown(listener, app, stop.clone(), shutdown, "api")
-            .await;
+    vodfarm_core::http::serve_until_shutdown(
+        listener,
+        app,
+        (args.server.limits(), connections),
+        stop.clone(),
+        shutdown,
+        "api",
+    )
+    .await;
     while tasks.join_next().await.is_some() {}
     pool.close().await;
-    served.map_err(|source| ApiRunError::Serve { addr, source })?;
     tracing::info!("api stopped");
     Ok(())
 }

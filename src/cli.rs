@@ -46,7 +46,7 @@ pub enum Command {
     /// Create the database if needed and apply the schema (idempotent).
     Migrate(crate::migrate::MigrateArgs),
     /// Operators: list, show, retry and cancel jobs (over the
-    /// coordinator's operator API; token from VODFARM_ADMIN_TOKEN).
+    /// coordinator's operator API; token from VODFARM_OPERATOR_TOKEN).
     Jobs(crate::ops::JobsArgs),
     /// Operators: the workers the coordinators heard from.
     Workers(crate::ops::WorkersArgs),

@@ -17,7 +17,10 @@ mod tests {
     /// Every route and method the api serves, as the routers declare them.
     const ROUTES: &[(&str, &[&str])] = &[
         ("/v1/users", &["post"]),
-        ("/v1/tokens", &["post"]),
+        ("/v1/tokens", &["post", "get"]),
+        ("/v1/tokens/current", &["delete"]),
+        ("/v1/tokens/{token_id}", &["delete"]),
+        ("/v1/me/password", &["put"]),
         ("/v1/channels", &["post"]),
         ("/v1/channels/{channel_id}", &["get"]),
         ("/v1/channels/{channel_id}/videos", &["get"]),

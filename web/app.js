@@ -4,7 +4,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { token: null, channel: null, selected: null, hls: null, storyboard: [] };
+const state = { token: null, channel: null, selected: null, hls: null, storyboard: [], dev: false };
 
 async function api(path, options = {}) {
   const headers = Object.assign({ "Content-Type": "application/json" }, options.headers || {});
@@ -13,11 +13,30 @@ async function api(path, options = {}) {
   const text = await resp.text();
   const body = text ? JSON.parse(text) : null;
   if (!resp.ok) {
+    // A stored token that expired or was revoked: sign in again.
+    if (resp.status === 401 && state.token && !state.dev) forgetSession();
     const msg = body && body.error ? body.error.message : resp.statusText;
     throw new Error(msg);
   }
   return body;
 }
+
+function forgetSession() {
+  state.token = null;
+  localStorage.removeItem("vodfarm.token");
+  $("logout").hidden = true;
+  $("app").hidden = true;
+  $("login").hidden = false;
+}
+
+// Signing out revokes the token on the server, not only here.
+$("logout").addEventListener("click", async () => {
+  try {
+    await api("/v1/tokens/current", { method: "DELETE" });
+  } catch (_) { /* gone already */ }
+  forgetSession();
+  $("who").textContent = "";
+});
 
 // ---- session -------------------------------------------------------------
 
@@ -27,6 +46,7 @@ async function startSession() {
     const dev = await api("/v1/dev/session");
     state.token = dev.token;
     state.channel = dev.channel_id;
+    state.dev = true;
     $("who").textContent = dev.username + " (dev)";
   } catch (_) {
     state.token = localStorage.getItem("vodfarm.token");
@@ -38,10 +58,15 @@ async function startSession() {
   }
   $("login").hidden = true;
   $("app").hidden = false;
+  // The dev session's token is dev.env's too: it is not signed out here.
+  $("logout").hidden = state.dev;
   refreshVideos();
   refreshQueue();
-  setInterval(refreshVideos, 2000);
-  setInterval(refreshQueue, 3000);
+  if (!state.polling) {
+    state.polling = true;
+    setInterval(() => { if (state.token) refreshVideos(); }, 2000);
+    setInterval(() => { if (state.token) refreshQueue(); }, 3000);
+  }
 }
 
 $("login-form").addEventListener("submit", async (ev) => {

@@ -1,19 +1,20 @@
 //! Accounts: sign-up (`POST /v1/users`) and log-in (`POST /v1/tokens`),
-//! with argon2id password hashes.
+//! both throttled (`core::throttle`): failed log-ins per account and per
+//! client address, sign-ups per address.
 
+use crate::passwords::{check_new_password, hash_password, verify_password, MAX_PASSWORD_CHARS};
 use crate::state::CatalogState;
 use crate::validate::unprocessable;
-use argon2::password_hash::rand_core::OsRng;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use vodfarm_core::auth::{db_error, issue_token};
 use vodfarm_core::http::{ApiError, ApiJson};
 use vodfarm_core::ids::{new_public_id, IdKind};
+use vodfarm_core::throttle::{Endpoint, Peer};
 
 /// `POST /v1/users`.
 #[derive(Debug, Deserialize)]
@@ -23,7 +24,7 @@ pub struct CreateUser {
     pub username: String,
     /// Unique ignoring case.
     pub email: String,
-    /// 8..=1024 characters.
+    /// 8..=1024 characters, not guessable (`passwords.rs`).
     pub password: String,
 }
 
@@ -34,6 +35,10 @@ pub struct CreatedUser {
     pub user_id: String,
     /// A user token (shown once).
     pub token: String,
+    /// The token's public id.
+    pub token_id: String,
+    /// When the token stops working.
+    pub expires_at: DateTime<Utc>,
 }
 
 fn valid_username(s: &str) -> bool {
@@ -50,48 +55,27 @@ fn valid_email(s: &str) -> bool {
         && !s.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
-async fn hash_password(password: String) -> Result<String, ApiError> {
-    tokio::task::spawn_blocking(move || {
-        let salt = SaltString::generate(&mut OsRng);
-        Argon2::default()
-            .hash_password(password.as_bytes(), &salt)
-            .map(|h| h.to_string())
-    })
-    .await
-    .map_err(|e| ApiError::internal(&e))?
-    .map_err(|e| ApiError::internal(&e))
-}
-
-async fn verify_password(password: String, phc: String) -> Result<bool, ApiError> {
-    tokio::task::spawn_blocking(move || {
-        PasswordHash::new(&phc)
-            .map(|h| {
-                Argon2::default()
-                    .verify_password(password.as_bytes(), &h)
-                    .is_ok()
-            })
-            .unwrap_or(false)
-    })
-    .await
-    .map_err(|e| ApiError::internal(&e))
-}
-
 pub(crate) async fn create_user(
     State(s): State<CatalogState>,
+    peer: Peer,
+    headers: HeaderMap,
     ApiJson(req): ApiJson<CreateUser>,
 ) -> Result<Response, ApiError> {
+    let signups = s.throttle.signups(&s.throttle.client(&headers, peer));
+    s.throttle.check(Endpoint::Signup, &[&signups]).await?;
     if !valid_username(&req.username) {
-        return Err(unprocessable(
+        return Err(ApiError::invalid_field(
+            "username",
             "username must be 3..=50 letters, digits, `_`, `.` or `-`",
         ));
     }
     if !valid_email(&req.email) {
-        return Err(unprocessable("email is not an address"));
+        return Err(ApiError::invalid_field("email", "email is not an address"));
     }
-    // Characters, as the document's minLength and maxLength count them.
-    if !(8..=1024).contains(&req.password.chars().count()) {
-        return Err(unprocessable("password must be 8..=1024 characters"));
-    }
+    check_new_password("password", &req.password, &req.username, &req.email)?;
+    // Every well-formed sign-up counts against the address: each one
+    // either makes an account or says a name or email is taken.
+    s.throttle.failed(Endpoint::Signup, &[&signups]).await?;
     let phc = hash_password(req.password).await?;
     let user_id = new_public_id(IdKind::User);
     let mut tx = s.pool.begin().await.map_err(|e| db_error(&e))?;
@@ -117,12 +101,21 @@ pub(crate) async fn create_user(
         }
         _ => db_error(&e),
     })?;
-    let token = issue_token(&mut tx, id, Some("sign-up"))
+    let issued = issue_token(&mut tx, id, Some("sign-up"), s.settings.token_ttl)
         .await
         .map_err(|e| db_error(&e))?;
     tx.commit().await.map_err(|e| db_error(&e))?;
     tracing::info!(user_id = %user_id, "user created");
-    Ok((StatusCode::CREATED, ApiJson(CreatedUser { user_id, token })).into_response())
+    Ok((
+        StatusCode::CREATED,
+        ApiJson(CreatedUser {
+            user_id,
+            token: issued.token,
+            token_id: issued.token_id,
+            expires_at: issued.expires_at,
+        }),
+    )
+        .into_response())
 }
 
 /// `POST /v1/tokens`: log in with a username (or email) and password.
@@ -146,22 +139,45 @@ pub struct CreatedToken {
     pub token: String,
     /// Its owner's public id.
     pub user_id: String,
+    /// The token's public id (to list or revoke it).
+    pub token_id: String,
+    /// When it stops working.
+    pub expires_at: DateTime<Utc>,
 }
 
 /// A PHC string of a throwaway password, verified when the account does
 /// not exist so that a login takes as long either way.
 const DUMMY_PHC: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$1yJ4yW9ETDgWQzyg3WJLK4ytl2yZJTk6d8AVRmyZ9l0";
 
+/// The answer to every failed log-in: the same whether the account
+/// exists or not.
+fn wrong_credentials() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "invalid_credentials",
+        "wrong username or password",
+    )
+}
+
 pub(crate) async fn create_token(
     State(s): State<CatalogState>,
+    peer: Peer,
+    headers: HeaderMap,
     ApiJson(req): ApiJson<CreateToken>,
 ) -> Result<Response, ApiError> {
     let login = req
         .username
         .or(req.email)
         .ok_or_else(|| unprocessable("username (or email) is required"))?;
-    if login.chars().count() > 255 || login.contains('\0') || req.password.chars().count() > 1024 {
-        return Err(ApiError::unauthorized("wrong username or password"));
+    let address = s.throttle.address(&s.throttle.client(&headers, peer));
+    if login.chars().count() > 255
+        || login.contains('\0')
+        || req.password.chars().count() > MAX_PASSWORD_CHARS
+    {
+        // Cannot match an account: checked against the address only.
+        s.throttle.check(Endpoint::Login, &[&address]).await?;
+        s.throttle.failed(Endpoint::Login, &[&address]).await?;
+        return Err(wrong_credentials());
     }
     let row = sqlx::query(
         "SELECT id, user_id, password_hash FROM users
@@ -173,29 +189,40 @@ pub(crate) async fn create_token(
     .map_err(|e| db_error(&e))?;
     let (id, user_id, phc) = match &row {
         Some(r) => (
-            r.try_get::<i64, _>("id").map_err(|e| db_error(&e))?,
+            Some(r.try_get::<i64, _>("id").map_err(|e| db_error(&e))?),
             r.try_get::<String, _>("user_id")
                 .map_err(|e| db_error(&e))?,
             r.try_get::<String, _>("password_hash")
                 .map_err(|e| db_error(&e))?,
         ),
-        None => (0, String::new(), DUMMY_PHC.to_owned()),
+        None => (None, String::new(), DUMMY_PHC.to_owned()),
     };
+    // Known and unknown logins both have an account bucket, so the
+    // throttle's answers do not tell them apart either.
+    let account = s.throttle.account(id, &login);
+    s.throttle
+        .check(Endpoint::Login, &[&account, &address])
+        .await?;
     let ok = verify_password(req.password, phc).await?;
-    if !ok || row.is_none() {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "invalid_credentials",
-            "wrong username or password",
-        ));
-    }
+    let Some(id) = id.filter(|_| ok) else {
+        s.throttle
+            .failed(Endpoint::Login, &[&account, &address])
+            .await?;
+        return Err(wrong_credentials());
+    };
+    s.throttle.succeeded(&account).await?;
     let mut conn = s.pool.acquire().await.map_err(|e| db_error(&e))?;
-    let token = issue_token(&mut conn, id, Some("login"))
+    let issued = issue_token(&mut conn, id, Some("login"), s.settings.token_ttl)
         .await
         .map_err(|e| db_error(&e))?;
     Ok((
         StatusCode::CREATED,
-        ApiJson(CreatedToken { token, user_id }),
+        ApiJson(CreatedToken {
+            token: issued.token,
+            user_id,
+            token_id: issued.token_id,
+            expires_at: issued.expires_at,
+        }),
     )
         .into_response())
 }
@@ -217,6 +244,6 @@ mod tests {
 
     #[test]
     fn the_dummy_hash_parses() {
-        assert!(PasswordHash::new(DUMMY_PHC).is_ok());
+        assert!(argon2::password_hash::PasswordHash::new(DUMMY_PHC).is_ok());
     }
 }

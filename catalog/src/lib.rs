@@ -4,7 +4,9 @@
 //!   [`Privacy`]);
 //! - [`router`] (`routes.rs`): every route, over [`CatalogState`]
 //!   (`state.rs`);
-//! - [`accounts`]: sign-up and log-in; [`channels`]: channels and their
+//! - [`accounts`]: sign-up and log-in (throttled); [`passwords`]: the
+//!   password policy, hashing, and password changes; [`tokens`]: listing
+//!   and revoking tokens (log-out); [`channels`]: channels and their
 //!   video pages; [`videos`]: a video's metadata, playback URLs, edits
 //!   and deletion; `validate.rs`: the text checks they share.
 //!
@@ -18,8 +20,10 @@
 
 pub mod accounts;
 pub mod channels;
+pub mod passwords;
 mod routes;
 mod state;
+pub mod tokens;
 mod validate;
 pub mod videos;
 

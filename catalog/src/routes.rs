@@ -1,16 +1,22 @@
 //! The catalog's HTTP routes. Uploads live in the coordinator crate.
 
 use crate::state::CatalogState;
-use crate::{accounts, channels, videos};
-use axum::routing::{get, post};
+use crate::{accounts, channels, passwords, tokens, videos};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 
-/// The routes: `/v1/users`, `/v1/tokens`, `/v1/channels…`,
-/// `GET|PATCH|DELETE /v1/videos/{video_id}`.
+/// The routes: `/v1/users`, `/v1/tokens…`, `/v1/me/password`,
+/// `/v1/channels…`, `GET|PATCH|DELETE /v1/videos/{video_id}`.
 pub fn router(state: CatalogState) -> Router {
     Router::new()
         .route("/v1/users", post(accounts::create_user))
-        .route("/v1/tokens", post(accounts::create_token))
+        .route(
+            "/v1/tokens",
+            post(accounts::create_token).get(tokens::list_tokens),
+        )
+        .route("/v1/tokens/current", delete(tokens::log_out))
+        .route("/v1/tokens/{token_id}", delete(tokens::revoke_token))
+        .route("/v1/me/password", put(passwords::change_password))
         .route("/v1/channels", post(channels::create_channel))
         .route("/v1/channels/{channel_id}", get(channels::get_channel))
         .route(

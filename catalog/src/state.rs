@@ -4,6 +4,7 @@ use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::Duration;
 use vodfarm_core::store::SharedStore;
+use vodfarm_core::throttle::Throttle;
 
 /// How the catalog answers.
 #[derive(Debug, Clone)]
@@ -14,6 +15,8 @@ pub struct CatalogSettings {
     pub signing_secret: Arc<[u8]>,
     /// How long a private video's playback token lasts.
     pub playback_token_ttl: Duration,
+    /// How long a user token lasts.
+    pub token_ttl: Duration,
 }
 
 /// Shared state of the catalog handlers.
@@ -25,4 +28,6 @@ pub struct CatalogState {
     pub store: SharedStore,
     /// Settings.
     pub settings: Arc<CatalogSettings>,
+    /// Throttling of log-ins, password changes and sign-ups.
+    pub throttle: Throttle,
 }

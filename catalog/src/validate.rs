@@ -2,6 +2,7 @@
 
 use axum::http::StatusCode;
 use vodfarm_core::http::ApiError;
+use vodfarm_core::text::Lines;
 
 /// A 422 `invalid_request` with `message`.
 pub(crate) fn unprocessable(message: impl Into<String>) -> ApiError {
@@ -12,18 +13,19 @@ pub(crate) fn unprocessable(message: impl Into<String>) -> ApiError {
     )
 }
 
-/// `name` holds 1..=`max` characters (0 allowed when `allow_empty`)
-/// and no NUL.
+/// `name` holds 1..=`max` characters (0 allowed when `allow_empty`), no
+/// control characters and no bidi overrides (`core::text`); only
+/// descriptions may hold line breaks.
 pub(crate) fn check_text(
     name: &str,
     v: &str,
     max: usize,
     allow_empty: bool,
 ) -> Result<(), ApiError> {
-    if (!allow_empty && v.trim().is_empty()) || v.chars().count() > max || v.contains('\0') {
-        return Err(unprocessable(format!(
-            "{name} must be 1..={max} characters"
-        )));
-    }
-    Ok(())
+    let lines = if name == "description" {
+        Lines::Multi
+    } else {
+        Lines::Single
+    };
+    vodfarm_core::text::check(name, v, max, allow_empty, lines)
 }

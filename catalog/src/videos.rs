@@ -381,8 +381,8 @@ pub async fn patch_video(
         if tags.len() > 50 {
             return Err(unprocessable("at most 50 tags"));
         }
-        for t in tags {
-            check_text("a tag", t, 100, false)?;
+        for (i, t) in tags.iter().enumerate() {
+            check_text(&format!("tags[{i}]"), t, 100, false)?;
         }
     }
     if let Some(pr) = &p.privacy {

@@ -70,8 +70,8 @@ pub struct AppState {
     pub metrics: Arc<CoordinatorMetrics>,
     /// Workers' shared secret.
     pub worker_token: Arc<str>,
-    /// Operators' secret (the worker token when unset).
-    pub admin_token: Arc<str>,
+    /// Operators' secret (never the workers').
+    pub operator_token: Arc<str>,
     /// Longest long poll.
     pub max_wait: Duration,
     /// Workers seen.
@@ -153,9 +153,18 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-fn check_bearer(req: &Request, secret: &str) -> Result<(), ApiError> {
+/// Checks the bearer token against `secret`: 401 without one or with an
+/// unknown one, 403 with `other`, the other role's token (a worker's
+/// token on an operator route, or the reverse), so the caller learns
+/// which token to use.
+fn check_bearer(req: &Request, secret: &str, other: &str, route: &str) -> Result<(), ApiError> {
     match bearer_token(req.headers().get(header::AUTHORIZATION)) {
         Some(t) if constant_time_eq(t.as_bytes(), secret.as_bytes()) => Ok(()),
+        Some(t) if constant_time_eq(t.as_bytes(), other.as_bytes()) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("this token does not open the {route} routes"),
+        )),
         Some(_) => Err(ApiError::unauthorized("invalid bearer token")),
         None => Err(ApiError::unauthorized(
             "missing Authorization: Bearer token",
@@ -164,14 +173,14 @@ fn check_bearer(req: &Request, secret: &str) -> Result<(), ApiError> {
 }
 
 async fn require_worker(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    match check_bearer(&req, &s.worker_token) {
+    match check_bearer(&req, &s.worker_token, &s.operator_token, "worker") {
         Ok(()) => next.run(req).await,
         Err(e) => e.into_response(),
     }
 }
 
 async fn require_operator(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    match check_bearer(&req, &s.admin_token) {
+    match check_bearer(&req, &s.operator_token, &s.worker_token, "operator") {
         Ok(()) => next.run(req).await,
         Err(e) => e.into_response(),
     }

@@ -49,10 +49,18 @@ pub struct CoordinatorArgs {
     /// Shared secret workers send as `Authorization: Bearer ...`.
     #[arg(long, env = "VODFARM_WORKER_TOKEN", hide_env_values = true)]
     pub worker_token: String,
-    /// Secret for the operator routes (/v1/jobs, /v1/queue/stats);
-    /// defaults to the worker token.
-    #[arg(long, env = "VODFARM_ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: Option<String>,
+    /// Secret for the operator routes (/v1/jobs*, /v1/queue/stats,
+    /// /v1/workers, /v1/videos/*); required, and must differ from the
+    /// worker token (workers parse untrusted media, so their token opens
+    /// only the worker routes). `--admin-token` and VODFARM_ADMIN_TOKEN
+    /// still work but are deprecated.
+    #[arg(
+        long,
+        alias = "admin-token",
+        env = "VODFARM_OPERATOR_TOKEN",
+        hide_env_values = true
+    )]
+    pub operator_token: Option<String>,
     /// How long a lease lasts without a heartbeat (e.g. 60s).
     #[arg(long, env = "VODFARM_LEASE_TTL", default_value = "60s", value_parser = parse_duration)]
     pub lease_ttl: Duration,
@@ -76,6 +84,9 @@ pub struct CoordinatorArgs {
     /// Size of the database connection pool.
     #[arg(long, env = "VODFARM_DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
+    /// Connection limits of the HTTP server.
+    #[command(flatten)]
+    pub server: vodfarm_core::serve::ServerArgs,
 }
 
 /// Why the coordinator could not run.
@@ -95,6 +106,9 @@ pub enum CoordinatorError {
     /// Metrics could not be registered.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    /// The operator token is missing or unusable.
+    #[error("{0}")]
+    OperatorToken(#[from] vodfarm_core::config::OperatorTokenError),
 }
 
 /// Runs the coordinator until `shutdown` completes, then stops cleanly:
@@ -104,6 +118,10 @@ pub async fn run(
     args: CoordinatorArgs,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), CoordinatorError> {
+    let operator_token = vodfarm_core::config::operator_token(
+        args.operator_token.as_deref(),
+        Some(&args.worker_token),
+    )?;
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(args.db_max_connections)
         .acquire_timeout(Duration::from_secs(10))
@@ -139,11 +157,7 @@ pub async fn run(
         queue: queue.clone(),
         dispatcher: dispatcher.clone(),
         metrics: metrics.clone(),
-        admin_token: args
-            .admin_token
-            .clone()
-            .unwrap_or_else(|| args.worker_token.clone())
-            .into(),
+        operator_token: operator_token.into(),
         worker_token: args.worker_token.clone().into(),
         max_wait: args.max_wait,
         seen: seen.clone(),
@@ -160,11 +174,13 @@ pub async fn run(
     ));
     tasks.spawn(flush_workers(queue.clone(), seen, stop.clone()));
 
+    let connections = vodfarm_core::serve::ConnectionMetrics::new(&metrics.registry)?;
     let app = api::router(state);
     // Waiting long polls answer at once: the dispatcher drops them on stop.
-    let served = vodfarm_core::http::serve_until_shutdown(
+    vodfarm_core::http::serve_until_shutdown(
         listener,
         app,
+        (args.server.limits(), connections),
         stop.clone(),
         shutdown,
         "coordinator",
@@ -172,7 +188,6 @@ pub async fn run(
     .await;
     while tasks.join_next().await.is_some() {}
     pool.close().await;
-    served.map_err(|source| CoordinatorError::Serve { addr, source })?;
     tracing::info!("coordinator stopped");
     Ok(())
 }

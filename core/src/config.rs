@@ -6,8 +6,8 @@ use std::time::Duration;
 /// server's `vodfarm` database as the `postgres` user.
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/vodfarm";
 
-/// Parses a duration such as `250ms`, `5s`, `10m`, `1h` or a bare number
-/// of seconds (`30`). Used as a clap value parser.
+/// Parses a duration such as `250ms`, `5s`, `10m`, `1h`, `30d` or a bare
+/// number of seconds (`30`). Used as a clap value parser.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s
@@ -22,9 +22,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "" | "s" => value,
         "m" => value * 60.0,
         "h" => value * 3600.0,
+        "d" => value * 86_400.0,
         other => {
             return Err(format!(
-                "unknown duration unit {other:?} (use ms, s, m or h)"
+                "unknown duration unit {other:?} (use ms, s, m, h or d)"
             ))
         }
     };
@@ -66,6 +67,50 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("size {s:?} is too large"))
 }
 
+/// The deprecated name of the operator token's variable, still read when
+/// `VODFARM_OPERATOR_TOKEN` is unset.
+pub const DEPRECATED_OPERATOR_TOKEN_ENV: &str = "VODFARM_ADMIN_TOKEN";
+
+/// Why there is no usable operator token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OperatorTokenError {
+    /// Neither the flag nor either variable is set.
+    #[error("the operator token is required: set --operator-token or VODFARM_OPERATOR_TOKEN")]
+    Missing,
+    /// It equals the worker token.
+    #[error(
+        "the operator token must differ from the worker token \
+         (workers parse untrusted media: their token opens only the worker routes)"
+    )]
+    SameAsWorker,
+}
+
+/// The operator token: `flag` (`--operator-token`, `--admin-token` or
+/// `VODFARM_OPERATOR_TOKEN`, as clap read them), else the deprecated
+/// `VODFARM_ADMIN_TOKEN` (with a warning). Never empty, never equal to
+/// `worker_token`.
+pub fn operator_token(
+    flag: Option<&str>,
+    worker_token: Option<&str>,
+) -> Result<String, OperatorTokenError> {
+    let token = match flag {
+        Some(t) => t.to_owned(),
+        None => {
+            let t = std::env::var(DEPRECATED_OPERATOR_TOKEN_ENV)
+                .map_err(|_| OperatorTokenError::Missing)?;
+            tracing::warn!("VODFARM_ADMIN_TOKEN is deprecated: rename it VODFARM_OPERATOR_TOKEN");
+            t
+        }
+    };
+    if token.trim().is_empty() {
+        return Err(OperatorTokenError::Missing);
+    }
+    if worker_token.is_some_and(|w| crate::ids::constant_time_eq(w.as_bytes(), token.as_bytes())) {
+        return Err(OperatorTokenError::SameAsWorker);
+    }
+    Ok(token)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,9 +122,26 @@ mod tests {
         assert_eq!(parse_duration("30").unwrap(), Duration::from_secs(30));
         assert_eq!(parse_duration("10m").unwrap(), Duration::from_secs(600));
         assert_eq!(parse_duration("1.5h").unwrap(), Duration::from_secs(5400));
+        assert_eq!(
+            parse_duration("30d").unwrap(),
+            Duration::from_secs(30 * 86_400)
+        );
         assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("").is_err());
         assert!(parse_duration("-5s").is_err());
+    }
+
+    #[test]
+    fn operator_tokens() {
+        assert_eq!(operator_token(Some("op"), Some("w")), Ok("op".to_owned()));
+        assert_eq!(
+            operator_token(Some("same"), Some("same")),
+            Err(OperatorTokenError::SameAsWorker)
+        );
+        assert_eq!(
+            operator_token(Some(" "), None),
+            Err(OperatorTokenError::Missing)
+        );
     }
 
     #[test]

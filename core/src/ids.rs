@@ -26,6 +26,8 @@ pub enum IdKind {
     Channel,
     /// A user (`u_…`).
     User,
+    /// A user token's public id (`t_…`; the secret is never shown again).
+    Token,
 }
 
 impl IdKind {
@@ -34,6 +36,7 @@ impl IdKind {
             IdKind::Video => "v_",
             IdKind::Channel => "c_",
             IdKind::User => "u_",
+            IdKind::Token => "t_",
         }
     }
 }

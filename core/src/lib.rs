@@ -8,9 +8,15 @@
 //! - [`ladder`]: the rendition ladder (240p/720p/1080p by default).
 //! - [`config`]: helpers for flags and env vars.
 //! - [`http`]: the JSON error body every HTTP API answers with.
+//! - [`serve`]: the HTTP server every role runs, with its limits on slow,
+//!   idle and too many connections.
 //! - [`signing`]: playback tokens for private videos (api issues, origin checks).
 //! - [`store`]: the `ObjectStore` trait, S3 and local-directory stores.
 //! - [`testing`]: a real S3-protocol server for tests and benches.
+//! - [`text`]: what text people give us may hold (no controls, no bidi
+//!   overrides).
+//! - [`throttle`]: throttling of password and token guesses and of
+//!   sign-ups, shared by every api replica (PostgreSQL).
 //! - [`telemetry`]: tracing setup and the Prometheus registry helpers.
 
 #![warn(missing_docs)]
@@ -22,7 +28,10 @@ pub mod ids;
 pub mod jobs;
 pub mod ladder;
 pub mod layout;
+pub mod serve;
 pub mod signing;
 pub mod store;
 pub mod telemetry;
 pub mod testing;
+pub mod text;
+pub mod throttle;

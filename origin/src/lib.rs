@@ -148,6 +148,9 @@ pub struct OriginArgs {
     /// Size of the database connection pool.
     #[arg(long, env = "VODFARM_DB_MAX_CONNECTIONS", default_value_t = 8)]
     pub db_max_connections: u32,
+    /// Connection limits of the HTTP server.
+    #[command(flatten)]
+    pub server: vodfarm_core::serve::ServerArgs,
 }
 
 /// Why the origin could not run.
@@ -211,6 +214,7 @@ pub async fn run(
         })?;
     let addr = listener.local_addr().unwrap_or(args.listen);
     let metrics = metrics::OriginMetrics::new()?;
+    let connections = vodfarm_core::serve::ConnectionMetrics::new(&metrics.registry)?;
     let cache = Arc::new(cache::ObjectCache::new(
         upstream,
         cache::CacheSettings {
@@ -243,46 +247,21 @@ pub async fn run(
     ));
     tracing::info!(%addr, upstream = %args.upstream, "origin listening");
 
-    let builder =
-        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (io, peer) = match accepted {
-                    Ok(c) => c,
-                    Err(e) => {
-                        // Out of file descriptors and the like: wait a moment.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = io.set_nodelay(true);
-                let app = app.clone();
-                let svc = hyper::service::service_fn(move |req| server::handle(app.clone(), req));
-                let conn = builder
-                    .serve_connection(hyper_util::rt::TokioIo::new(io), svc)
-                    .into_owned();
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
-                });
-            }
-            _ = &mut shutdown => break,
-        }
-    }
-    drop(listener);
-    tracing::info!("origin stopping");
-    tokio::select! {
-        _ = graceful.shutdown() => {}
-        _ = tokio::time::sleep(Duration::from_secs(10)) => {
-            tracing::warn!("connections still open after 10s; closing");
-        }
-    }
+    let serving = CancellationToken::new();
+    let stop_serving = serving.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        tracing::info!("origin stopping");
+        stop_serving.cancel();
+    });
+    let svc = hyper::service::service_fn(move |req| server::handle(app.clone(), req));
+    let limits = vodfarm_core::serve::ServerLimits {
+        // Segments are small: a connection still busy after this long is
+        // a client that stopped reading.
+        drain_timeout: Some(Duration::from_secs(10)),
+        ..args.server.limits()
+    };
+    vodfarm_core::serve::serve(listener, svc, limits, connections, serving).await;
     stop.cancel();
     let _ = listen_task.await;
     let _ = probe_task.await;

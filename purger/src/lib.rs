@@ -146,6 +146,9 @@ pub struct PurgerArgs {
     /// Size of the database connection pool.
     #[arg(long, env = "VODFARM_DB_MAX_CONNECTIONS", default_value_t = 4)]
     pub db_max_connections: u32,
+    /// Connection limits of the HTTP server.
+    #[command(flatten)]
+    pub server: vodfarm_core::serve::ServerArgs,
 }
 
 impl std::fmt::Debug for PurgerArgs {
@@ -342,6 +345,7 @@ pub async fn run(
     tasks.spawn(runner.clone().listen(stop.clone()));
     tasks.spawn(runner.clone().run(stop.clone()));
     tasks.spawn(prune(outbox.clone(), args.retention, stop.clone()));
+    let connections = vodfarm_core::serve::ConnectionMetrics::new(&metrics.registry)?;
     let app = axum::Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -352,12 +356,17 @@ pub async fn run(
             outbox,
             metrics,
         });
-    let served =
-        vodfarm_core::http::serve_until_shutdown(listener, app, stop.clone(), shutdown, "purger")
-            .await;
+    vodfarm_core::http::serve_until_shutdown(
+        listener,
+        app,
+        (args.server.limits(), connections),
+        stop.clone(),
+        shutdown,
+        "purger",
+    )
+    .await;
     while tasks.join_next().await.is_some() {}
     pool.close().await;
-    served.map_err(|source| PurgerError::Serve { addr, source })?;
     tracing::info!("purger stopped");
     Ok(())
 }

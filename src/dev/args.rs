@@ -60,12 +60,16 @@ pub struct DevArgs {
 
 impl DevArgs {
     /// Where dev sends access lines: `DIR/access.log` unless `--verbose`.
-    /// Creates the data directory so the file can be opened.
-    pub fn access_log(&self) -> std::io::Result<AccessLog> {
+    /// Creates the data directory (owner-only) and the file (0600: it
+    /// names every video and client).
+    pub fn access_log(&self) -> anyhow::Result<AccessLog> {
         if self.verbose {
             return Ok(AccessLog::Console);
         }
-        std::fs::create_dir_all(&self.data_dir)?;
-        Ok(AccessLog::File(self.data_dir.join("access.log")))
+        let mode = super::private::data_dir_mode(super::servers::is_root());
+        super::private::create_dir_with_mode(&self.data_dir, mode)?;
+        let path = self.data_dir.join("access.log");
+        super::private::touch_private(&path)?;
+        Ok(AccessLog::File(path))
     }
 }

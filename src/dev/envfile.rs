@@ -1,7 +1,6 @@
 //! `KEY=VALUE` files: `secrets.env`, `demo.env` and `dev.env` under the
 //! data directory (owner-only, so secrets stay private).
 
-use anyhow::Context;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -23,10 +22,9 @@ pub(crate) fn read_env_file(path: &Path) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Writes `KEY=VALUE` lines, readable by the owner only.
+/// Writes `KEY=VALUE` lines, readable by the owner only (from the first
+/// byte: no window where another user could read them).
 pub(crate) fn write_env_file(path: &Path, vars: &[(&str, String)]) -> anyhow::Result<()> {
     let text: String = vars.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
-    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
-    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
-    Ok(())
+    super::private::write_private(path, text.as_bytes())
 }

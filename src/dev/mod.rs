@@ -8,12 +8,15 @@
 //! - `args.rs`: the flags; `secrets.rs`, `envfile.rs`: what is kept
 //!   between runs; `services.rs` + `servers.rs`: the servers dev starts.
 //! - `roles.rs`: every role configured as an operator would and run as a
-//!   task; `routes.rs`: routes only dev serves; `demo.rs`: the demo
-//!   creator, channel and video.
+//!   task; `routes.rs`: routes only dev serves (loopback `Host` only);
+//!   `demo.rs`: the demo creator, channel and video; `private.rs`:
+//!   owner-only files and directories (the data directory, the store,
+//!   secrets, logs).
 
 mod args;
 mod demo;
 mod envfile;
+mod private;
 mod roles;
 mod routes;
 mod secrets;
@@ -24,7 +27,6 @@ pub use args::DevArgs;
 pub use secrets::DevSecrets;
 pub use services::DevServices;
 
-use anyhow::Context;
 use demo::DemoSession;
 use envfile::write_env_file;
 use roles::{local_url, role_ended, Roles};
@@ -35,11 +37,11 @@ use tokio_util::sync::CancellationToken;
 
 /// Runs dev until Ctrl-C or SIGTERM.
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&args.data_dir)
-        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    private::create_dir_with_mode(&args.data_dir, private::data_dir_mode(servers::is_root()))?;
     let dir = std::fs::canonicalize(&args.data_dir)?;
+    private::create_private_dir(&dir.join("scratch"))?;
     let secrets = DevSecrets::load_or_create(&dir)?;
-    let services = DevServices::start(&args, &dir).await?;
+    let services = DevServices::start(&args, &dir, &secrets).await?;
     let result = run_roles(&args, &dir, &secrets, &services).await;
     services.stop().await;
     result
@@ -62,7 +64,7 @@ async fn run_roles(
     let extra = routes::dev_routes(
         session_slot.clone(),
         local_url(args.coordinator_port),
-        secrets.admin_token.clone(),
+        secrets.operator_token.clone(),
     );
     let stop = CancellationToken::new();
     let mut tasks = roles.spawn(extra, &stop);
@@ -115,7 +117,7 @@ async fn startup(
         ("VODFARM_COORDINATOR_URL", local_url(args.coordinator_port)),
         ("VODFARM_ORIGIN", local_url(args.shield_port)),
         ("VODFARM_WORKER_TOKEN", secrets.worker_token.clone()),
-        ("VODFARM_ADMIN_TOKEN", secrets.admin_token.clone()),
+        ("VODFARM_OPERATOR_TOKEN", secrets.operator_token.clone()),
     ];
     if args.no_demo {
         write_env_file(&dir.join("dev.env"), &env)?;

@@ -37,6 +37,9 @@ pub(crate) fn local_url(port: u16) -> String {
     format!("http://127.0.0.1:{port}")
 }
 
+/// Connections each dev server takes at once (they share one process).
+const DEV_MAX_CONNECTIONS: &str = "512";
+
 fn local(port: u16) -> String {
     format!("127.0.0.1:{port}")
 }
@@ -61,7 +64,9 @@ impl Roles {
         secrets: &DevSecrets,
         services: &DevServices,
     ) -> anyhow::Result<Self> {
-        let common = flags(&[("database-url", services.database_url.as_str())]);
+        // Every server shares this process's open-file limit.
+        let conns = ("http-max-connections", DEV_MAX_CONNECTIONS);
+        let common = flags(&[("database-url", services.database_url.as_str()), conns]);
         let with_common = |extra: &[(&str, &str)]| [common.clone(), flags(extra)].concat();
         let origin = |port: u16, upstream: &str| {
             role_args::<vodfarm_origin::OriginArgs>(&with_common(&[
@@ -75,7 +80,7 @@ impl Roles {
             coordinator: role_args(&with_common(&[
                 ("listen", &local(args.coordinator_port)),
                 ("worker-token", &secrets.worker_token),
-                ("admin-token", &secrets.admin_token),
+                ("operator-token", &secrets.operator_token),
             ]))?,
             api: role_args(&with_common(&[
                 ("listen", &local(args.api_port)),
@@ -91,6 +96,7 @@ impl Roles {
                 ("listen", &local(args.worker_port)),
                 ("scratch-dir", &dir.join("scratch").display().to_string()),
                 ("worker-id", "dev-worker"),
+                conns,
             ]))?,
             origin: origin(args.origin_port, "store")?,
             shield: origin(args.shield_port, &local_url(args.origin_port))?,

@@ -28,26 +28,33 @@ impl std::fmt::Debug for DevServices {
 
 impl DevServices {
     /// Starts what is not configured.
-    pub async fn start(args: &DevArgs, dir: &Path) -> anyhow::Result<Self> {
+    pub async fn start(
+        args: &DevArgs,
+        dir: &Path,
+        secrets: &super::DevSecrets,
+    ) -> anyhow::Result<Self> {
         let (database_url, postgres) = match &args.database_url {
             Some(url) => (url.clone(), None),
             None => {
-                let pg = servers::PrivatePostgres::start(dir, args.pg_port).await?;
+                let pg = servers::PrivatePostgres::start(dir, args.pg_port, &secrets.pg_password)
+                    .await?;
                 (pg.url("vodfarm"), Some(pg))
             }
         };
         let (redis_url, redis) = match &args.redis_url {
             Some(url) => (url.clone(), None),
             None => {
-                let r = servers::PrivateRedis::start(dir, args.redis_port).await?;
+                let r = servers::PrivateRedis::start(dir, args.redis_port, &secrets.redis_password)
+                    .await?;
                 (r.url(), Some(r))
             }
         };
         let store_url = match &args.store {
             Some(s) => s.clone(),
             None => {
+                // Originals of private videos live here: owner-only.
                 let store = dir.join("store");
-                std::fs::create_dir_all(&store)?;
+                super::private::create_private_dir(&store)?;
                 format!("file://{}", store.display())
             }
         };

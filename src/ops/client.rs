@@ -15,9 +15,16 @@ pub struct OperatorArgs {
         default_value = "http://127.0.0.1:8082"
     )]
     pub coordinator: String,
-    /// The coordinator's operator token (its --admin-token).
-    #[arg(long, env = "VODFARM_ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: String,
+    /// The coordinator's operator token (its --operator-token).
+    /// `--admin-token` and VODFARM_ADMIN_TOKEN still work but are
+    /// deprecated.
+    #[arg(
+        long,
+        alias = "admin-token",
+        env = "VODFARM_OPERATOR_TOKEN",
+        hide_env_values = true
+    )]
+    pub operator_token: Option<String>,
     /// Print JSON (the API's answer) instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
@@ -39,7 +46,7 @@ impl Operator {
         Ok(Operator {
             http,
             base: args.coordinator.trim_end_matches('/').to_owned(),
-            token: args.admin_token.clone(),
+            token: vodfarm_core::config::operator_token(args.operator_token.as_deref(), None)?,
         })
     }
 
@@ -86,7 +93,7 @@ impl Operator {
             .to_owned();
         Err(match status {
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => anyhow!(
-                "the coordinator refused the operator token ({message}); set --admin-token or VODFARM_ADMIN_TOKEN to the coordinator's --admin-token"
+                "the coordinator refused the operator token ({message}); set --operator-token or VODFARM_OPERATOR_TOKEN to the coordinator's --operator-token"
             ),
             StatusCode::NOT_FOUND => anyhow!("not found: {message}"),
             _ => anyhow!("the coordinator answered {status}: {message}"),

@@ -36,7 +36,7 @@ async fn accounts_and_tokens() {
     let post = |path: &str, body: Value| env.http.post(env.url(path)).json(&body).send();
     let r = post(
         "/v1/users",
-        json!({"username": "alice", "email": "x@example.com", "password": "long enough"}),
+        json!({"username": "alice", "email": "x@example.com", "password": "a long secret"}),
     )
     .await
     .expect("dup");
@@ -44,15 +44,15 @@ async fn accounts_and_tokens() {
     assert_eq!(json_of(r).await["error"]["code"], "username_taken");
     let r = post(
         "/v1/users",
-        json!({"username": "bob", "email": "ALICE@example.com", "password": "long enough"}),
+        json!({"username": "bob", "email": "ALICE@example.com", "password": "a long secret"}),
     )
     .await
     .expect("dup");
     assert_eq!(r.status(), 409);
     assert_eq!(json_of(r).await["error"]["code"], "email_taken");
     for bad in [
-        json!({"username": "x", "email": "x@e.com", "password": "long enough"}),
-        json!({"username": "bob", "email": "nope", "password": "long enough"}),
+        json!({"username": "x", "email": "x@e.com", "password": "a long secret"}),
+        json!({"username": "bob", "email": "nope", "password": "a long secret"}),
         json!({"username": "bob", "email": "b@e.com", "password": "short"}),
         json!({"username": "bob", "email": "b@e.com"}),
     ] {
@@ -632,8 +632,34 @@ async fn the_uploader_cli_resumes_and_waits_for_ready() {
 /// tus protocol schemathesis gets wrong are in `tests/tus/schemathesis_hooks.py`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn schemathesis_finds_no_contract_violations() {
-    let env = ApiEnv::start(&[]).await;
+    // Budgets the fuzzer cannot spend, so every log-in, sign-up, password
+    // change and upload token it sends reaches the code behind the
+    // throttle (whose 429s `security::` tests).
+    let unbounded = "1000000000";
+    let env = ApiEnv::start(&[
+        "--login-failures-per-account",
+        unbounded,
+        "--auth-failures-per-address",
+        unbounded,
+        "--signups-per-address",
+        unbounded,
+    ])
+    .await;
     let (_, token) = env.signup("fuzzer").await;
+    let mine: Value = env
+        .http
+        .get(env.url("/v1/tokens"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("tokens")
+        .json()
+        .await
+        .expect("tokens json");
+    let token_id = mine["tokens"][0]["token_id"]
+        .as_str()
+        .expect("token_id")
+        .to_owned();
     env.channel(&token).await;
     let scratch = tempfile::tempdir().expect("scratch dir");
     let started = Instant::now();
@@ -650,8 +676,12 @@ async fn schemathesis_finds_no_contract_violations() {
         .args(["--phases", "examples,coverage,fuzzing,stateful"])
         .args(["--max-examples", "25", "--seed", "1", "--workers", "1"])
         .args(["--generation-database", "none", "--request-timeout", "30"])
-        .args(["-H", &format!("Authorization: Bearer {token}")])
         .arg("--no-color")
+        .env("VODFARM_FUZZ_API", &env.api.base)
+        .env("VODFARM_FUZZ_USER", "fuzzer")
+        .env("VODFARM_FUZZ_PASSWORD", SIGNUP_PASSWORD)
+        .env("VODFARM_FUZZ_TOKEN", &token)
+        .env("VODFARM_FUZZ_TOKEN_ID", &token_id)
         .env("NO_COLOR", "1")
         .env(
             "PYTHONPATH",
@@ -689,6 +719,22 @@ async fn schemathesis_finds_no_contract_violations() {
         .await
         .expect("text");
     assert!(m.contains(r#"route="/v1/videos/{video_id}""#), "{m}");
+    let still = env
+        .http
+        .get(env.url("/v1/tokens"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("tokens");
+    assert_eq!(still.status(), 200, "the fuzzer's own token was revoked");
+    // The token routes were exercised without ending the fuzzer's session.
+    for route in [
+        "/v1/tokens/current",
+        "/v1/me/password",
+        "/v1/tokens/{token_id}",
+    ] {
+        assert!(m.contains(&format!(r#"route="{route}""#)), "{route}: {m}");
+    }
     assert!(
         m.contains(r#"route="/v1/uploads/{upload_id}""#)
             || m.contains(r#"route="/v1/uploads/{id}""#),

@@ -189,6 +189,79 @@ fn dev_runs_everything_and_the_page_plays_and_uploads() {
         );
         assert!(dir.join("postgres/PG_VERSION").exists());
 
+        // Dev's data is its owner's: the directory (traversable only, when
+        // root runs PostgreSQL as `postgres`), the store, secrets, logs.
+        let mode = |p: &Path| {
+            std::fs::metadata(p)
+                .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
+                .unwrap_or(0)
+        };
+        assert!(matches!(mode(&dir), 0o700 | 0o711), "{:o}", mode(&dir));
+        for (name, want) in [
+            ("store", 0o700),
+            ("scratch", 0o700),
+            ("redis", 0o700),
+            ("postgres", 0o700),
+            ("secrets.env", 0o600),
+            ("dev.env", 0o600),
+            ("access.log", 0o600),
+        ] {
+            assert_eq!(
+                mode(&dir.join(name)),
+                want,
+                "{name} is {:o}",
+                mode(&dir.join(name))
+            );
+        }
+        let checks = tokio::runtime::Runtime::new().expect("runtime");
+        checks.block_on(async {
+            // The private PostgreSQL wants the password dev.env carries.
+            let without = format!("postgres://postgres@127.0.0.1:{}/postgres", ports[0]);
+            assert!(
+                sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(1)
+                    .connect(&without)
+                    .await
+                    .is_err(),
+                "the private PostgreSQL let a client in without a password"
+            );
+            let with = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(1)
+                .connect(&env["DATABASE_URL"])
+                .await
+                .expect("dev.env's DATABASE_URL works");
+            with.close().await;
+            // Dev routes answer only a loopback Host: a rebound name is refused.
+            let status = |host: String, origin: &'static str| async move {
+                let mut s = tokio::net::TcpStream::connect(("127.0.0.1", ports[3]))
+                    .await
+                    .expect("connect");
+                let req = format!(
+                    "GET /v1/dev/session HTTP/1.1\r\nHost: {host}\r\n{origin}Connection: close\r\n\r\n"
+                );
+                tokio::io::AsyncWriteExt::write_all(&mut s, req.as_bytes())
+                    .await
+                    .expect("send");
+                let mut answer = String::new();
+                tokio::io::AsyncReadExt::read_to_string(&mut s, &mut answer)
+                    .await
+                    .expect("answer");
+                // Never readable by another site's script.
+                assert!(
+                    !answer.to_ascii_lowercase().contains("access-control-allow-origin"),
+                    "{answer}"
+                );
+                answer.split(' ').nth(1).unwrap_or_default().to_owned()
+            };
+            let here = format!("127.0.0.1:{}", ports[3]);
+            assert_eq!(status(format!("evil.example:{}", ports[3]), "").await, "403");
+            assert_eq!(status(here.clone(), "").await, "200");
+            assert_eq!(status(format!("localhost:{}", ports[3]), "").await, "200");
+            // A page of another site calling the real address is refused.
+            assert_eq!(status(here.clone(), "Origin: https://evil.example\r\n").await, "403");
+            assert_eq!(status(here, "Origin: http://localhost:1\r\n").await, "200");
+        });
+
         // The demo plays to the end through the shield, 30 s long.
         let out = Command::new("ffprobe")
             .args([

@@ -18,7 +18,7 @@ use crate::origin_support;
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use api_support::{ApiProcess, SIGNING_SECRET};
-use common::{free_port, CoordinatorProcess, TestDb, WORKER_TOKEN};
+use common::{free_port, CoordinatorProcess, TestDb, OPERATOR_TOKEN};
 use media_support::{ffprobe, lavfi, Source, WorkerProcess};
 use origin_support::OriginProcess;
 use serde_json::{json, Value};
@@ -160,14 +160,13 @@ impl Farm {
         Ok(r.json().await?)
     }
 
-    /// The coordinator's view of a video's jobs (operator API; the admin
-    /// token defaults to the worker token).
+    /// The coordinator's view of a video's jobs (operator API).
     async fn jobs(&self, video_id: &str) -> Result<Vec<Value>> {
         let r = self
             .http
             .get(format!("{}/v1/jobs", self.coordinator.base))
             .query(&[("video_id", video_id)])
-            .bearer_auth(WORKER_TOKEN)
+            .bearer_auth(OPERATOR_TOKEN)
             .send()
             .await?;
         ensure!(r.status() == 200, "GET /v1/jobs: {}", r.status());

@@ -13,6 +13,8 @@
 //!   through a database outage.
 //! - `ops`: the operator CLI (`vodfarm jobs`, `workers`, `videos`).
 //! - `metrics`: every role's `/metrics` through `promtool check metrics`.
+//! - `security`: throttling, passwords, tokens, the operator token, slow
+//!   clients, the page's headers, text rules.
 //! - `tidy`: the architecture's invariants, checked on the source tree.
 
 mod api_support;
@@ -29,6 +31,7 @@ mod metrics;
 mod ops;
 mod origin;
 mod queue;
+mod security;
 mod tidy;
 mod uploads;
 mod worker;

@@ -18,7 +18,7 @@
 //!   dashboard and alerts cannot drift from the code.
 
 use crate::api_support::ApiProcess;
-use crate::common::{free_port, metrics_text, CoordinatorProcess, TestDb, WORKER_TOKEN};
+use crate::common::{free_port, metrics_text, CoordinatorProcess, TestDb, OPERATOR_TOKEN};
 use crate::media_support::{lavfi, WorkerProcess};
 use crate::origin_support::OriginProcess;
 use serde_json::{json, Value};
@@ -145,7 +145,7 @@ async fn every_role_exports_lint_clean_metrics_that_the_dashboard_and_alerts_use
     // An operator reads the queue; a stranger is refused.
     let r = http
         .get(format!("{}/v1/queue/stats", coordinator.base))
-        .bearer_auth(WORKER_TOKEN)
+        .bearer_auth(OPERATOR_TOKEN)
         .send()
         .await
         .expect("queue stats");

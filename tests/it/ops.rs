@@ -3,12 +3,12 @@
 //! a fresh database, tables for people and `--json` for scripts, and
 //! errors that say what to fix.
 
-use crate::common::{enqueue, insert_video, job, CoordinatorProcess, TestDb, WORKER_TOKEN};
+use crate::common::{
+    enqueue, insert_video, job, CoordinatorProcess, TestDb, OPERATOR_TOKEN, WORKER_TOKEN,
+};
 use serde_json::{json, Value};
 use std::process::Output;
 use vodfarm_core::jobs::JobType;
-
-const ADMIN_TOKEN: &str = "test-admin-token";
 
 /// Runs `vodfarm ARGS` with the coordinator and token in the environment,
 /// as an operator's shell would have them.
@@ -16,7 +16,8 @@ async fn vodfarm(coordinator: &str, token: &str, args: &[&str]) -> Output {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_vodfarm"))
         .args(args)
         .env("VODFARM_COORDINATOR_URL", coordinator)
-        .env("VODFARM_ADMIN_TOKEN", token)
+        .env("VODFARM_OPERATOR_TOKEN", token)
+        .env_remove("VODFARM_ADMIN_TOKEN")
         .env("RUST_LOG", "warn")
         .output()
         .await
@@ -33,7 +34,7 @@ fn stderr(o: &Output) -> String {
 
 /// Runs a command that must succeed; answers its stdout.
 async fn ok(coordinator: &str, args: &[&str]) -> String {
-    let o = vodfarm(coordinator, ADMIN_TOKEN, args).await;
+    let o = vodfarm(coordinator, OPERATOR_TOKEN, args).await;
     assert!(
         o.status.success(),
         "vodfarm {args:?} failed: {}{}",
@@ -62,7 +63,7 @@ fn row<'a>(table: &'a str, first: &str) -> Vec<&'a str> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operators_list_show_retry_and_cancel_without_curl() {
     let db = TestDb::new().await;
-    let coordinator = CoordinatorProcess::start(&db, &["--admin-token", ADMIN_TOKEN]).await;
+    let coordinator = CoordinatorProcess::start(&db, &[]).await;
     let base = coordinator.base.as_str();
     let (video, video_id) = insert_video(&db.pool).await;
     let (_, other_video_id) = insert_video(&db.pool).await;
@@ -125,7 +126,12 @@ async fn operators_list_show_retry_and_cancel_without_curl() {
     )
     .await;
     assert_eq!(none["jobs"], json!([]));
-    let bad = vodfarm(base, ADMIN_TOKEN, &["jobs", "list", "--status", "sleeping"]).await;
+    let bad = vodfarm(
+        base,
+        OPERATOR_TOKEN,
+        &["jobs", "list", "--status", "sleeping"],
+    )
+    .await;
     assert!(!bad.status.success());
     assert!(stderr(&bad).contains("sleeping"), "{}", stderr(&bad));
 
@@ -152,7 +158,7 @@ async fn operators_list_show_retry_and_cancel_without_curl() {
     assert_eq!(row(&cancelled, &transcode.to_string())[3], "cancelled");
     let again = vodfarm(
         base,
-        ADMIN_TOKEN,
+        OPERATOR_TOKEN,
         &["jobs", "cancel", &transcode.to_string()],
     )
     .await;
@@ -175,7 +181,12 @@ async fn operators_list_show_retry_and_cancel_without_curl() {
         .filter_map(|j| j["status"].as_str())
         .collect();
     assert_eq!(statuses, ["pending", "pending"], "{retried}");
-    let nothing = vodfarm(base, ADMIN_TOKEN, &["jobs", "retry", "--video", &video_id]).await;
+    let nothing = vodfarm(
+        base,
+        OPERATOR_TOKEN,
+        &["jobs", "retry", "--video", &video_id],
+    )
+    .await;
     assert!(
         stderr(&nothing).contains("no failed or cancelled job"),
         "{}",
@@ -194,7 +205,7 @@ async fn operators_list_show_retry_and_cancel_without_curl() {
         )[2],
         "thumbnail"
     );
-    let missing = vodfarm(base, ADMIN_TOKEN, &["videos", "show", "v_doesnotexist"]).await;
+    let missing = vodfarm(base, OPERATOR_TOKEN, &["videos", "show", "v_doesnotexist"]).await;
     assert!(!missing.status.success());
     assert!(
         stderr(&missing).contains("not found"),
@@ -206,14 +217,14 @@ async fn operators_list_show_retry_and_cancel_without_curl() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_token_and_a_missing_coordinator_say_what_to_fix() {
     let db = TestDb::new().await;
-    let coordinator = CoordinatorProcess::start(&db, &["--admin-token", ADMIN_TOKEN]).await;
+    let coordinator = CoordinatorProcess::start(&db, &[]).await;
 
     // The worker token is not the operator token.
     let wrong = vodfarm(&coordinator.base, WORKER_TOKEN, &["jobs", "list"]).await;
     assert!(!wrong.status.success());
     let said = stderr(&wrong);
     assert!(
-        said.contains("refused the operator token") && said.contains("VODFARM_ADMIN_TOKEN"),
+        said.contains("refused the operator token") && said.contains("VODFARM_OPERATOR_TOKEN"),
         "{said}"
     );
 
@@ -221,7 +232,7 @@ async fn a_wrong_token_and_a_missing_coordinator_say_what_to_fix() {
     let port = crate::common::free_port();
     let gone = vodfarm(
         &format!("http://127.0.0.1:{port}"),
-        ADMIN_TOKEN,
+        OPERATOR_TOKEN,
         &["workers"],
     )
     .await;
@@ -232,13 +243,29 @@ async fn a_wrong_token_and_a_missing_coordinator_say_what_to_fix() {
         "{said}"
     );
 
-    // No token at all: clap names the flag and its variable.
+    // No token at all: the error names the flag and its variable.
     let none = tokio::process::Command::new(env!("CARGO_BIN_EXE_vodfarm"))
         .args(["jobs", "list"])
+        .env_remove("VODFARM_OPERATOR_TOKEN")
         .env_remove("VODFARM_ADMIN_TOKEN")
         .output()
         .await
         .expect("run vodfarm");
     assert!(!none.status.success());
-    assert!(stderr(&none).contains("--admin-token"), "{}", stderr(&none));
+    let said = stderr(&none);
+    assert!(
+        said.contains("--operator-token") && said.contains("VODFARM_OPERATOR_TOKEN"),
+        "{said}"
+    );
+
+    // The deprecated variable still works.
+    let old = tokio::process::Command::new(env!("CARGO_BIN_EXE_vodfarm"))
+        .args(["workers", "--json"])
+        .env("VODFARM_COORDINATOR_URL", &coordinator.base)
+        .env_remove("VODFARM_OPERATOR_TOKEN")
+        .env("VODFARM_ADMIN_TOKEN", OPERATOR_TOKEN)
+        .output()
+        .await
+        .expect("run vodfarm");
+    assert!(old.status.success(), "{}", stderr(&old));
 }

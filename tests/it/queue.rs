@@ -320,7 +320,7 @@ async fn retries_back_off_and_stop_at_max_attempts() {
     let http = reqwest::Client::new();
     let v: Value = http
         .post(format!("{}/v1/jobs/{id}/retry", c.base))
-        .bearer_auth(WORKER_TOKEN)
+        .bearer_auth(OPERATOR_TOKEN)
         .send()
         .await
         .unwrap()
@@ -702,7 +702,7 @@ async fn bad_requests_get_json_errors_and_change_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operators_list_inspect_cancel_and_see_metrics() {
     let db = TestDb::new().await;
-    let c = CoordinatorProcess::start(&db, &["--admin-token", "ops-secret"]).await;
+    let c = CoordinatorProcess::start(&db, &[]).await;
     let (video, video_pub) = insert_video(&db.pool).await;
     let ids = enqueue(
         &db.pool,
@@ -719,12 +719,29 @@ async fn operators_list_inspect_cancel_and_see_metrics() {
             .send()
     };
 
-    // The worker token does not open the operator routes when an admin token is set.
+    // The worker token does not open the operator routes (403: the
+    // caller learns it holds the wrong role's token), nor the operator's
+    // the worker routes; an unknown token is 401.
     assert_eq!(
         get("/v1/jobs".into(), WORKER_TOKEN).await.unwrap().status(),
+        403
+    );
+    assert_eq!(
+        get("/v1/jobs".into(), "not-a-token")
+            .await
+            .unwrap()
+            .status(),
         401
     );
-    let all: Value = get("/v1/jobs".into(), "ops-secret")
+    let lease = http
+        .post(format!("{}/v1/worker/lease", c.base))
+        .bearer_auth(OPERATOR_TOKEN)
+        .json(&serde_json::json!({"worker_id": "w", "job_types": ["transcode"], "max_jobs": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lease.status(), 403);
+    let all: Value = get("/v1/jobs".into(), OPERATOR_TOKEN)
         .await
         .unwrap()
         .json()
@@ -733,7 +750,7 @@ async fn operators_list_inspect_cancel_and_see_metrics() {
     assert_eq!(all["jobs"].as_array().unwrap().len(), 3);
     let mine: Value = get(
         format!("/v1/jobs?video_id={video_pub}&status=pending"),
-        "ops-secret",
+        OPERATOR_TOKEN,
     )
     .await
     .unwrap()
@@ -746,11 +763,11 @@ async fn operators_list_inspect_cancel_and_see_metrics() {
         .unwrap()
         .iter()
         .all(|j| j["video_id"] == video_pub.as_str()));
-    let bad = get("/v1/jobs?status=sleeping".into(), "ops-secret")
+    let bad = get("/v1/jobs?status=sleeping".into(), OPERATOR_TOKEN)
         .await
         .unwrap();
     assert_eq!(error_of(bad).await, (400, "invalid_request".into()));
-    let one: Value = get(format!("/v1/jobs/{}", ids[0]), "ops-secret")
+    let one: Value = get(format!("/v1/jobs/{}", ids[0]), OPERATOR_TOKEN)
         .await
         .unwrap()
         .json()
@@ -758,7 +775,7 @@ async fn operators_list_inspect_cancel_and_see_metrics() {
         .unwrap();
     assert_eq!(one["job_type"], "transcode");
     assert_eq!(
-        error_of(get("/v1/jobs/424242".into(), "ops-secret").await.unwrap())
+        error_of(get("/v1/jobs/424242".into(), OPERATOR_TOKEN).await.unwrap())
             .await
             .0,
         404
@@ -804,7 +821,7 @@ async fn operators_list_inspect_cancel_and_see_metrics() {
     // other job of the video is cancelled too; retry reopens both.
     let cancelled: Value = http
         .post(format!("{}/v1/jobs/{}/cancel", c.base, ids[0]))
-        .bearer_auth("ops-secret")
+        .bearer_auth(OPERATOR_TOKEN)
         .send()
         .await
         .unwrap()
@@ -822,14 +839,14 @@ async fn operators_list_inspect_cancel_and_see_metrics() {
     assert!(verr.unwrap().contains("cancelled by an operator"));
     let again = http
         .post(format!("{}/v1/jobs/{}/cancel", c.base, ids[0]))
-        .bearer_auth("ops-secret")
+        .bearer_auth(OPERATOR_TOKEN)
         .send()
         .await
         .unwrap();
     assert_eq!(error_of(again).await, (409, "invalid_state".into()));
     let retried = http
         .post(format!("{}/v1/jobs/{}/retry", c.base, ids[1]))
-        .bearer_auth("ops-secret")
+        .bearer_auth(OPERATOR_TOKEN)
         .send()
         .await
         .unwrap();
@@ -841,7 +858,7 @@ async fn operators_list_inspect_cancel_and_see_metrics() {
     // (flushed by the coordinator every 15 s).
     let deadline = Instant::now() + Duration::from_secs(25);
     let stats = loop {
-        let stats: Value = get("/v1/queue/stats".into(), "ops-secret")
+        let stats: Value = get("/v1/queue/stats".into(), OPERATOR_TOKEN)
             .await
             .unwrap()
             .json()

@@ -12,6 +12,12 @@
     servers ignore those). Schemathesis means to pass such cases, but
     re-validates integer headers (`Upload-Length: 0`) as the strings they
     are on the wire, sees "other negations", and reports the 201.
+- Authentication: the fuzzer's user token on every request, except that a
+  log-out (`DELETE /v1/tokens/current`) gets a token of its own, logged in
+  for it, so it never revokes the token every other request uses; for the
+  same reason a revocation that names that token (`DELETE
+  /v1/tokens/{token_id}`, e.g. over a link schemathesis inferred from
+  `GET /v1/tokens`) revokes a fresh token of the same account instead.
 - One removal it cannot see: terminating a tus upload deletes its video
   (as the document says), so the video's routes answer 404 afterwards;
   the video ids whose uploads were terminated are recorded from the
@@ -19,7 +25,9 @@
 """
 
 import json
+import os
 
+import requests
 import schemathesis
 from schemathesis.core.failures import AcceptedNegativeData
 from schemathesis.generation.meta import CoveragePhaseData, CoverageScenario
@@ -28,6 +36,43 @@ from schemathesis.openapi.checks import EnsureResourceAvailability, MissingHeade
 schemathesis.serializer.alias("application/offset+octet-stream", "application/octet-stream")
 
 TUS_VERSION = "1.0.0"
+
+
+def _log_in():
+    """A fresh token of the fuzzer's account: the log-in's answer."""
+    r = requests.post(
+        os.environ["VODFARM_FUZZ_API"] + "/v1/tokens",
+        json={"username": os.environ["VODFARM_FUZZ_USER"], "password": os.environ["VODFARM_FUZZ_PASSWORD"]},
+        timeout=30,
+    )
+    r.raise_for_status()
+    return r.json()
+
+
+def _disposable_token():
+    return _log_in()["token"]
+
+
+@schemathesis.hook
+def before_call(context, case, kwargs):
+    if case.method.upper() == "DELETE" and case.path == "/v1/tokens/{token_id}":
+        params = case.path_parameters or {}
+        if params.get("token_id") == os.environ["VODFARM_FUZZ_TOKEN_ID"]:
+            params["token_id"] = _log_in()["token_id"]
+
+
+@schemathesis.auth()
+class FuzzerToken:
+    def get(self, case, context):
+        return os.environ["VODFARM_FUZZ_TOKEN"]
+
+    def set(self, case, data, context):
+        token = data
+        if case.method.upper() == "DELETE" and case.path == "/v1/tokens/current":
+            token = _disposable_token()
+        if case.headers is None:
+            case.headers = {}
+        case.headers["Authorization"] = f"Bearer {token}"
 
 # upload id -> video id, from creation answers; video ids whose upload a
 # termination (204) deleted.

@@ -38,13 +38,27 @@ try {
   const page = await context.newPage();
   const errors = [];
   page.on("pageerror", (e) => errors.push(String(e)));
+  // The page runs under a Content-Security-Policy: anything it blocks
+  // (an inline script, a worker, a media or playlist URL) is a failure.
+  const blocked = [];
+  page.on("console", (m) => {
+    if (/Content Security Policy/i.test(m.text())) blocked.push(m.text());
+  });
+  await context.addInitScript(() => {
+    document.addEventListener("securitypolicyviolation", (e) => {
+      console.error("Content Security Policy violation: " + e.violatedDirective + " " + e.blockedURI);
+    });
+  });
   const segments = new Set();
   page.on("request", (r) => {
     const m = r.url().match(/\/v\/[^/]+\/([^/]+)\/segment_\d+\.ts/);
     if (m) segments.add(m[1]);
   });
 
-  await page.goto(pageUrl, { waitUntil: "load" });
+  const served = await page.goto(pageUrl, { waitUntil: "load" });
+  const csp = (await served.allHeaders())["content-security-policy"] || "";
+  check(csp.includes("script-src 'self'") && csp.includes("frame-ancestors 'none'"),
+    "the page is served with its Content-Security-Policy");
   await page.waitForSelector("#videos tbody tr", { timeout: 30000 });
   check(true, "page loads and lists videos");
   await shot(page, "01-page");
@@ -104,6 +118,7 @@ try {
   check(true, "the uploaded video appears in the list");
   await shot(page, "05-uploaded");
   check(errors.length === 0, "no page errors" + (errors.length ? ": " + errors.join("; ") : ""));
+  check(blocked.length === 0, "the policy blocked nothing" + (blocked.length ? ": " + blocked.join("; ") : ""));
   if (uploaded) fs.writeFileSync(path.join(outDir, "uploaded-video-id.txt"), uploaded);
 } catch (e) {
   console.log("FAIL " + e.message);

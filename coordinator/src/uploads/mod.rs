@@ -129,6 +129,8 @@ pub struct UploadState {
     pub settings: Arc<UploadSettings>,
     /// Metrics.
     pub metrics: UploadMetrics,
+    /// Throttling of wrong upload tokens per client address.
+    pub throttle: vodfarm_core::throttle::Throttle,
 }
 
 /// The routes: `POST /v1/videos`, `POST /v1/uploads` and

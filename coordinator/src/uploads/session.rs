@@ -15,6 +15,7 @@ use vodfarm_core::http::ApiError;
 use vodfarm_core::ids::{new_public_id, new_secret_token, token_digest, IdKind};
 use vodfarm_core::layout;
 use vodfarm_core::store::{part_size_for, CompletedPart};
+use vodfarm_core::text::Lines;
 
 /// Privacy levels a video may have (`videos.privacy`).
 pub const PRIVACY_LEVELS: [&str; 3] = ["public", "unlisted", "private"];
@@ -156,16 +157,15 @@ pub async fn lock(
         .transpose()
 }
 
+/// The shared text rules (`core::text`): no controls, no bidi overrides;
+/// only descriptions may hold line breaks.
 fn check_text(name: &str, value: &str, max: usize, allow_empty: bool) -> Result<(), ApiError> {
-    let n = value.chars().count();
-    if (!allow_empty && value.trim().is_empty()) || n > max || value.contains('\0') {
-        return Err(ApiError::new(
-            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_request",
-            format!("{name} must be 1..={max} characters"),
-        ));
-    }
-    Ok(())
+    let lines = if name == "description" {
+        Lines::Multi
+    } else {
+        Lines::Single
+    };
+    vodfarm_core::text::check(name, value, max, allow_empty, lines)
 }
 
 /// Checks a new upload's fields (422 on a bad one, 413 when too large).
@@ -203,8 +203,8 @@ pub fn validate(req: &mut NewUpload, max_size: u64) -> Result<(), ApiError> {
             "at most 50 tags",
         ));
     }
-    for t in &req.tags {
-        check_text("a tag", t, 100, false)?;
+    for (i, t) in req.tags.iter().enumerate() {
+        check_text(&format!("tags[{i}]"), t, 100, false)?;
     }
     if !PRIVACY_LEVELS.contains(&req.privacy.as_str()) {
         return Err(ApiError::new(

@@ -18,6 +18,7 @@ use vodfarm_core::auth::{db_error, require_user, user_for_token};
 use vodfarm_core::http::{bearer_token, ApiError};
 use vodfarm_core::ids::{constant_time_eq, token_digest};
 use vodfarm_core::layout;
+use vodfarm_core::throttle::{Endpoint, Peer};
 
 pub(super) async fn options(State(state): State<UploadState>) -> Response {
     let mut resp = StatusCode::NO_CONTENT.into_response();
@@ -60,9 +61,20 @@ fn require_bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
 }
 
 /// Checks the bearer token against the session: its upload token, or a
-/// user token of the upload's creator.
-async fn authorize(state: &UploadState, headers: &HeaderMap, s: &Session) -> Result<(), ApiError> {
+/// user token of the upload's creator. Throttled per client address
+/// (`core::throttle`): a client that spent its budget of wrong tokens
+/// gets 429 before its token is looked at.
+async fn authorize(
+    state: &UploadState,
+    headers: &HeaderMap,
+    peer: Peer,
+    s: &Session,
+) -> Result<(), ApiError> {
     let token = require_bearer(headers)?;
+    let address = state
+        .throttle
+        .address(&state.throttle.client(headers, peer));
+    state.throttle.check(Endpoint::Upload, &[&address]).await?;
     if constant_time_eq(&token_digest(token), &s.token_hash) {
         return Ok(());
     }
@@ -71,7 +83,10 @@ async fn authorize(state: &UploadState, headers: &HeaderMap, s: &Session) -> Res
         .map_err(|e| db_error(&e))?
     {
         Some(u) if u.id == s.user => Ok(()),
-        _ => Err(ApiError::unauthorized("invalid token for this upload")),
+        _ => {
+            state.throttle.failed(Endpoint::Upload, &[&address]).await?;
+            Err(ApiError::unauthorized("invalid token for this upload"))
+        }
     }
 }
 
@@ -103,6 +118,7 @@ fn session_headers(h: &mut HeaderMap, s: &Session, offset: u64) {
 pub(super) async fn head(
     State(state): State<UploadState>,
     Path(raw): Path<String>,
+    peer: Peer,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     require_bearer(&headers)?;
@@ -111,7 +127,7 @@ pub(super) async fn head(
     let s = session::load(&state, id)
         .await?
         .ok_or_else(|| ApiError::not_found("no such upload"))?;
-    authorize(&state, &headers, &s).await?;
+    authorize(&state, &headers, peer, &s).await?;
     check_open(&s)?;
     let mut resp = StatusCode::OK.into_response();
     let h = resp.headers_mut();
@@ -128,6 +144,7 @@ pub(super) async fn head(
 pub(super) async fn method_override(
     state: State<UploadState>,
     path: Path<String>,
+    peer: Peer,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -141,8 +158,8 @@ pub(super) async fn method_override(
         .and_then(|v| v.to_str().ok())
         .map(str::to_ascii_uppercase);
     match method.as_deref() {
-        Some("PATCH") => patch(state, path, headers, body).await,
-        Some("DELETE") => terminate(state, path, headers).await,
+        Some("PATCH") => patch(state, path, peer, headers, body).await,
+        Some("DELETE") => terminate(state, path, peer, headers).await,
         _ => Err(ApiError::bad_request(
             "POST here needs X-HTTP-Method-Override: PATCH or DELETE \
              (or use PATCH, HEAD, DELETE or OPTIONS)",
@@ -153,6 +170,7 @@ pub(super) async fn method_override(
 pub(super) async fn patch(
     State(state): State<UploadState>,
     Path(raw): Path<String>,
+    peer: Peer,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -169,7 +187,16 @@ pub(super) async fn patch(
         .ok_or_else(|| ApiError::bad_request("Upload-Offset is required"))?;
     let checksum = Checksum::from_headers(&headers)?;
     let id = parse_upload_id(&raw)?;
-    write(&state, id, &headers, offset, body, checksum.as_ref(), true).await
+    write(
+        &state,
+        id,
+        &headers,
+        offset,
+        body,
+        checksum.as_ref(),
+        Some(peer),
+    )
+    .await
 }
 
 /// What a locked write amounts to, before its transaction ends.
@@ -188,7 +215,9 @@ enum Written {
 
 /// The PATCH path, shared by creation-with-upload: lock, check, receive,
 /// then commit progress or complete. Any error rolls back at once, so the
-/// row lock is free for the client's retry.
+/// row lock is free for the client's retry. `auth`: check the token
+/// (from this peer) against the session; creation already knows whose
+/// upload it is.
 async fn write(
     state: &UploadState,
     id: Uuid,
@@ -196,13 +225,10 @@ async fn write(
     offset: u64,
     body: Body,
     checksum: Option<&Checksum>,
-    check_auth: bool,
+    auth: Option<Peer>,
 ) -> Result<Response, ApiError> {
     let mut tx = state.pool.begin().await.map_err(|e| db_error(&e))?;
-    let written = write_locked(
-        state, &mut tx, id, headers, offset, body, checksum, check_auth,
-    )
-    .await;
+    let written = write_locked(state, &mut tx, id, headers, offset, body, checksum, auth).await;
     match written {
         Err(e) => {
             let _ = tx.rollback().await;
@@ -252,13 +278,13 @@ async fn write_locked(
     offset: u64,
     body: Body,
     checksum: Option<&Checksum>,
-    check_auth: bool,
+    auth: Option<Peer>,
 ) -> Result<Written, ApiError> {
     let s = session::lock(tx, id)
         .await?
         .ok_or_else(|| ApiError::not_found("no such upload"))?;
-    if check_auth {
-        authorize(state, headers, &s).await?;
+    if let Some(peer) = auth {
+        authorize(state, headers, peer, &s).await?;
     }
     check_open(&s)?;
     if offset != s.offset {
@@ -321,6 +347,7 @@ async fn write_locked(
 pub(super) async fn terminate(
     State(state): State<UploadState>,
     Path(raw): Path<String>,
+    peer: Peer,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     require_bearer(&headers)?;
@@ -332,7 +359,7 @@ pub(super) async fn terminate(
         Ok(None) => return Err(ApiError::not_found("no such upload")),
         Err(e) => return Err(e),
     };
-    let refused = match authorize(&state, &headers, &s).await {
+    let refused = match authorize(&state, &headers, peer, &s).await {
         Err(e) => Some(e),
         Ok(()) if s.status == "terminated" => {
             Some(ApiError::not_found("this upload was terminated"))
@@ -445,7 +472,7 @@ pub(super) async fn create_tus(
             0,
             body,
             checksum.as_ref(),
-            false,
+            None,
         )
         .await
         {

@@ -80,4 +80,7 @@ pub struct WorkerArgs {
     /// Largest original accepted, bytes.
     #[arg(long, env = "VODFARM_MAX_INPUT_BYTES", default_value_t = 50 << 30)]
     pub max_input_bytes: u64,
+    /// Connection limits of the metrics server.
+    #[command(flatten)]
+    pub server: vodfarm_core::serve::ServerArgs,
 }

@@ -71,6 +71,13 @@ impl WorkerMetrics {
         })
     }
 
+    /// The metrics server's connection metrics, in this registry.
+    pub(super) fn connections(
+        &self,
+    ) -> Result<vodfarm_core::serve::ConnectionMetrics, prometheus::Error> {
+        vodfarm_core::serve::ConnectionMetrics::new(&self.registry)
+    }
+
     /// `/metrics` (this registry, Prometheus text) and `/healthz`.
     pub(super) fn router(&self) -> axum::Router {
         let registry = self.registry.clone();

@@ -129,12 +129,14 @@ pub async fn run(
 
     let stop_serving = CancellationToken::new();
     let app = metrics.router();
-    let server_stop = stop_serving.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(server_stop.cancelled_owned())
-            .await
-    });
+    let (limits, connections) = (args.server.limits(), metrics.connections()?);
+    let server = tokio::spawn(vodfarm_core::serve::serve_router(
+        listener,
+        app,
+        limits,
+        connections,
+        stop_serving.clone(),
+    ));
 
     let mut slot_tasks = tokio::task::JoinSet::new();
     for slot in 0..args.concurrency.max(1) {

@@ -99,6 +99,15 @@ Fails the render when required settings are missing. Renders nothing.
 {{- if and (not .Values.auth.existingSecret) (not .Values.auth.workerToken) }}
 {{- fail "vodfarm: set auth.workerToken, or auth.existingSecret naming a Secret that holds it under auth.workerTokenKey" }}
 {{- end }}
+{{- if or .Values.auth.adminToken .Values.auth.adminTokenKey }}
+{{- fail "vodfarm: auth.adminToken and auth.adminTokenKey were renamed auth.operatorToken and auth.operatorTokenKey" }}
+{{- end }}
+{{- if and .Values.coordinator.enabled (not .Values.auth.existingSecret) (not .Values.auth.operatorToken) }}
+{{- fail "vodfarm: the coordinator needs an operator token: set auth.operatorToken (e.g. openssl rand -hex 32), or auth.existingSecret holding it under auth.operatorTokenKey" }}
+{{- end }}
+{{- if and .Values.auth.operatorToken (eq .Values.auth.operatorToken .Values.auth.workerToken) }}
+{{- fail "vodfarm: auth.operatorToken must differ from auth.workerToken (workers must not open the operator routes)" }}
+{{- end }}
 {{- if and (or .Values.api.enabled .Values.origin.enabled .Values.shield.enabled) (not .Values.auth.existingSecret) (not .Values.auth.signingSecret) }}
 {{- fail "vodfarm: api, origin and shield need the playback signing secret: set auth.signingSecret, or auth.existingSecret holding it under auth.signingSecretKey" }}
 {{- end }}
@@ -162,7 +171,7 @@ database-url
 {{- end }}
 
 {{/*
-Secret and keys holding the worker and admin tokens.
+Secret and keys holding the worker and operator tokens (separate keys).
 */}}
 {{- define "vodfarm.authSecretName" -}}
 {{- default (include "vodfarm.fullname" .) .Values.auth.existingSecret }}
@@ -176,20 +185,11 @@ worker-token
 {{- end }}
 {{- end }}
 
-{{- define "vodfarm.adminTokenKey" -}}
+{{- define "vodfarm.operatorTokenKey" -}}
 {{- if .Values.auth.existingSecret }}
-{{- .Values.auth.adminTokenKey }}
+{{- .Values.auth.operatorTokenKey }}
 {{- else -}}
-admin-token
-{{- end }}
-{{- end }}
-
-{{/*
-"true" when an admin token may be available to the pods, else "".
-*/}}
-{{- define "vodfarm.hasAdminToken" -}}
-{{- if or .Values.auth.existingSecret .Values.auth.adminToken -}}
-true
+operator-token
 {{- end }}
 {{- end }}
 
@@ -205,8 +205,8 @@ Env entry: DATABASE_URL from its Secret.
 {{- end }}
 
 {{/*
-Env entries: the worker token, and the admin token when there is one (the
-admin key is optional in an existing Secret).
+Env entries of the coordinator: the worker token and the operator token
+(required: the coordinator refuses to start without it).
 */}}
 {{- define "vodfarm.authEnv" -}}
 - name: VODFARM_WORKER_TOKEN
@@ -214,14 +214,11 @@ admin key is optional in an existing Secret).
     secretKeyRef:
       name: {{ include "vodfarm.authSecretName" . }}
       key: {{ include "vodfarm.workerTokenKey" . }}
-{{- if include "vodfarm.hasAdminToken" . }}
-- name: VODFARM_ADMIN_TOKEN
+- name: VODFARM_OPERATOR_TOKEN
   valueFrom:
     secretKeyRef:
       name: {{ include "vodfarm.authSecretName" . }}
-      key: {{ include "vodfarm.adminTokenKey" . }}
-      optional: true
-{{- end }}
+      key: {{ include "vodfarm.operatorTokenKey" . }}
 {{- end }}
 
 {{/*

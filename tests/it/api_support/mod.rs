@@ -16,6 +16,8 @@ pub(crate) const BUCKET: &str = "vodfarm-api-test";
 pub(crate) const SIGNING_SECRET: &str = "test-signing-secret";
 /// The origin base URL of the test api.
 pub(crate) const ORIGIN: &str = "http://origin.test";
+/// The password of every account [`ApiEnv::signup`] makes.
+pub(crate) const SIGNUP_PASSWORD: &str = "correct horse";
 
 /// A database, an S3 server and a `vodfarm api` on them.
 ///
@@ -76,12 +78,19 @@ impl ApiEnv {
         format!("{}{path}", self.api.base)
     }
 
-    /// Creates an account; returns (user_id, token).
+    /// Another `vodfarm api` on the same database and store, with the
+    /// same flags (a second replica behind the load balancer).
+    pub(crate) async fn replica(&self) -> ApiProcess {
+        ApiProcess::start(free_port(), self.api.args.clone(), self.api.env.clone()).await
+    }
+
+    /// Creates an account (password [`SIGNUP_PASSWORD`]); returns
+    /// (user_id, token).
     pub(crate) async fn signup(&self, name: &str) -> (String, String) {
         let r = self
             .http
             .post(self.url("/v1/users"))
-            .json(&json!({"username": name, "email": format!("{name}@example.com"), "password": "correct horse"}))
+            .json(&json!({"username": name, "email": format!("{name}@example.com"), "password": SIGNUP_PASSWORD}))
             .send()
             .await
             .expect("signup");

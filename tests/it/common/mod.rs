@@ -14,6 +14,8 @@ use vodfarm_core::jobs::JobType;
 
 /// The worker token every test coordinator uses.
 pub(crate) const WORKER_TOKEN: &str = "test-worker-token";
+/// The operator token every test coordinator uses (never the workers').
+pub(crate) const OPERATOR_TOKEN: &str = "test-operator-token";
 
 /// The server tests run against (`VODFARM_TEST_PG`, default the machine's).
 pub(crate) fn pg_base() -> String {
@@ -109,6 +111,7 @@ impl CoordinatorProcess {
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--database-url", &db.url])
             .args(["--worker-token", WORKER_TOKEN])
+            .args(["--operator-token", OPERATOR_TOKEN])
             .args(["--db-max-connections", "8"])
             .args(extra)
             .env(

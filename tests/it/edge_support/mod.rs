@@ -54,11 +54,14 @@ pub(crate) struct Cluster {
     pub(crate) url: String,
 }
 
+/// The test cluster's superuser password (dev's clusters require one).
+const CLUSTER_PASSWORD: &str = "edge-test-password";
+
 impl Cluster {
     pub(crate) async fn start() -> Cluster {
         let dir = shared_dir("pg");
         let port = free_port();
-        let pg = PrivatePostgres::start(&dir, port)
+        let pg = PrivatePostgres::start(&dir, port, CLUSTER_PASSWORD)
             .await
             .expect("start a private PostgreSQL cluster (initdb/pg_ctl)");
         let url = pg.url("vodfarm");
@@ -83,7 +86,7 @@ impl Cluster {
 
     /// Starts the stopped cluster again on the same port.
     pub(crate) async fn restart(&self) {
-        PrivatePostgres::start(&self.dir, self.port)
+        PrivatePostgres::start(&self.dir, self.port, CLUSTER_PASSWORD)
             .await
             .expect("pg_ctl start");
     }
@@ -334,6 +337,8 @@ impl Edge {
                 cluster.url.clone(),
                 s("--worker-token"),
                 s("edge-test-worker-token"),
+                s("--operator-token"),
+                s("edge-test-operator-token"),
             ],
             "/readyz",
         )
