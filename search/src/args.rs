@@ -16,7 +16,7 @@ pub struct BackendArgs {
     /// Elasticsearch to search and index
     /// (http[s]://[user:password@]host:9200). Unset: PostgreSQL full
     /// text, no other server. The api and every indexer must agree.
-    #[arg(long, env = "ELASTICSEARCH_URL")]
+    #[arg(long, env = "ELASTICSEARCH_URL", hide_env_values = true)]
     pub elasticsearch_url: Option<String>,
     /// The Elasticsearch alias searched and written; the indexes behind
     /// it are named ALIAS-….
