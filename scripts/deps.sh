@@ -33,7 +33,10 @@ ensure_pkg() {
 
 ensure cc build-essential
 ensure pkg-config pkg-config
+# Debian's postgresql-15 also ships the contrib extensions search needs
+# (unaccent, pg_trgm); postgresql-contrib names them explicitly.
 ensure pg_ctlcluster postgresql
+ensure_pkg postgresql-contrib
 ensure psql postgresql-client
 ensure redis-server redis-server
 ensure_pkg libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev \

@@ -95,6 +95,8 @@ EVERYTHING = merged(REQUIRED, {
                               "apiToken": "cf-token", "purgeBy": "prefixes",
                               "prefixHost": "cdn.example.com"},
                "cloudfront": {"distributionId": "EDFDVBD6EXAMPLE"}},
+    "search": {"elasticsearch": {"url": "https://vodfarm:pw@elasticsearch:9200"}},
+    "searchIndexer": {"replicas": 2},
     "monitoring": {
         "grafanaDashboard": {"namespace": "monitoring",
                              "annotations": {"grafana_folder": "vodfarm"}},

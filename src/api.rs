@@ -1,6 +1,7 @@
 //! `vodfarm api`: the creator API. Composes the catalog's routes
 //! (accounts, channels, video metadata) with the coordinator's upload
-//! routes (initiate + tus), and adds health, metrics, OpenAPI and CORS.
+//! routes (initiate + tus) and the search routes, and adds health,
+//! metrics, OpenAPI and CORS.
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
@@ -20,6 +21,9 @@ use vodfarm_core::config::parse_duration;
 use vodfarm_core::http::{not_found_fallback, ApiError};
 use vodfarm_core::store::SharedStore;
 use vodfarm_core::telemetry::{render_metrics, METRICS_CONTENT_TYPE};
+use vodfarm_search::api::SearchState;
+use vodfarm_search::args::SearchApiArgs;
+use vodfarm_search::metrics::SearchMetrics;
 
 /// Flags and environment of `vodfarm api`.
 #[derive(Debug, Clone, clap::Args)]
@@ -89,6 +93,9 @@ pub struct ApiArgs {
     /// Connection limits of the HTTP server.
     #[command(flatten)]
     pub server: vodfarm_core::serve::ServerArgs,
+    /// Search: the index and how PostgreSQL full text is searched.
+    #[command(flatten)]
+    pub search: SearchApiArgs,
 }
 
 /// Why the api could not run.
@@ -111,6 +118,9 @@ pub enum ApiRunError {
     /// Metrics could not be registered.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    /// The search index could not be opened.
+    #[error("search index: {0}")]
+    Search(#[from] vodfarm_search::index::IndexError),
 }
 
 #[derive(Clone)]
@@ -127,6 +137,7 @@ struct Shared {
 pub fn router(
     catalog: CatalogState,
     uploads: UploadState,
+    search: SearchState,
     registry: Registry,
     public_url: Option<&str>,
     extra: Router,
@@ -157,6 +168,7 @@ pub fn router(
     let api = Router::new()
         .merge(vodfarm_catalog::router(catalog))
         .merge(uploads::router(uploads))
+        .merge(vodfarm_search::api::router(search))
         .merge(ops)
         .merge(crate::web::router(&page_policy))
         .fallback(not_found_fallback)
@@ -354,9 +366,28 @@ pub async fn run_with(
         throttle: throttle.clone(),
     };
     let connections = vodfarm_core::serve::ConnectionMetrics::new(&registry)?;
+    let search_settings = args.search.pg_settings();
+    let search_pool = vodfarm_search::postgres::search_pool(
+        &args.database_url,
+        args.search.search_db_max_connections,
+        &search_settings,
+    )
+    .await?;
+    let search_state = SearchState {
+        index: args
+            .search
+            .backend
+            .open(search_pool.clone(), search_settings)
+            .await?,
+        pool: search_pool.clone(),
+        public_origin_url: args.public_origin_url.clone(),
+        metrics: SearchMetrics::new(&registry)?,
+    };
+    tracing::info!(index = search_state.index.kind(), "search ready");
     let app = router(
         catalog_state.clone(),
         upload_state.clone(),
+        search_state,
         registry,
         args.public_url.as_deref(),
         extra,
@@ -397,6 +428,7 @@ pub async fn run_with(
     .await;
     while tasks.join_next().await.is_some() {}
     pool.close().await;
+    search_pool.close().await;
     tracing::info!("api stopped");
     Ok(())
 }

@@ -41,6 +41,12 @@ pub enum Command {
     /// Run a CDN purger: send the purge outbox (deleted, privated,
     /// re-encoded videos) to every configured CDN until each acknowledges.
     Purger(vodfarm_purger::PurgerArgs),
+    /// Run a search indexer: apply the search outbox to the index
+    /// (PostgreSQL full text, or Elasticsearch when ELASTICSEARCH_URL is
+    /// set). Any number of replicas.
+    SearchIndexer(vodfarm_search::args::IndexerArgs),
+    /// Search maintenance (`vodfarm search reindex`).
+    Search(SearchArgs),
     /// Upload a video file (resumable; --wait follows it until playable).
     Upload(crate::upload::UploadArgs),
     /// Create the database if needed and apply the schema (idempotent).
@@ -52,6 +58,22 @@ pub enum Command {
     Workers(crate::ops::WorkersArgs),
     /// Operators: a video's processing state, renditions and jobs.
     Videos(crate::ops::VideosArgs),
+}
+
+/// `vodfarm search …`.
+#[derive(Debug, clap::Args)]
+pub struct SearchArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: SearchCommand,
+}
+
+/// The subcommands of `vodfarm search`.
+#[derive(Debug, Subcommand)]
+pub enum SearchCommand {
+    /// Rebuild the search index from the videos table without downtime
+    /// (Elasticsearch: a new index, then an atomic alias swap).
+    Reindex(vodfarm_search::args::ReindexArgs),
 }
 
 /// Parses the command line and runs the chosen role to completion.
@@ -87,6 +109,23 @@ pub async fn main() -> anyhow::Result<()> {
         }
         Command::Api(args) => {
             crate::api::run(args, crate::shutdown_signal()).await?;
+        }
+        Command::SearchIndexer(args) => {
+            vodfarm_search::indexer::run(args, crate::shutdown_signal()).await?;
+        }
+        Command::Search(SearchArgs {
+            command: SearchCommand::Reindex(args),
+        }) => {
+            let report = vodfarm_search::reindex::run(&args).await?;
+            println!(
+                "search reindexed: {} document(s) in {}{}",
+                report.documents,
+                report.target,
+                report
+                    .replaced
+                    .map(|old| format!(" (replaced {old})"))
+                    .unwrap_or_default()
+            );
         }
         Command::Upload(args) => {
             crate::upload::run(args).await?;

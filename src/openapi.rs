@@ -31,6 +31,8 @@ mod tests {
             "/v1/uploads/{upload_id}",
             &["options", "head", "patch", "delete", "post"],
         ),
+        ("/v1/search", &["get"]),
+        ("/v1/search/suggest", &["get"]),
         ("/healthz", &["get"]),
         ("/readyz", &["get"]),
         ("/metrics", &["get"]),

@@ -1,6 +1,7 @@
-// vodfarm dev page: videos with live status, tus uploads that resume after
-// a reload, an hls.js player with a quality menu and sprite previews, and
-// the job queue. Plain browser JavaScript: no build step, scripts vendored.
+// vodfarm dev page: search with highlighted results and as-you-type
+// titles, videos with live status, tus uploads that resume after a reload,
+// an hls.js player with a quality menu and sprite previews, and the job
+// queue. Plain browser JavaScript: no build step, scripts vendored.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -284,6 +285,103 @@ $("upload-form").addEventListener("submit", async (ev) => {
     },
   });
   upload.start();
+});
+
+// ---- search --------------------------------------------------------------
+
+// The api sends titles and snippets HTML-escaped with matches in <mark>.
+// Only that markup is let through: anything else is shown as text.
+function setMarked(el, html) {
+  const tags = (html || "").match(/<[^>]*>/g) || [];
+  if (tags.every((t) => t === "<mark>" || t === "</mark>")) el.innerHTML = html || "";
+  else el.textContent = html || "";
+}
+
+const search = { cursor: null, params: null, suggestTimer: null };
+
+function fmtViews(n) {
+  return n === 1 ? "1 view" : (n || 0).toLocaleString() + " views";
+}
+
+function renderHit(h) {
+  const li = document.createElement("li");
+  li.dataset.videoId = h.video_id;
+  let thumb;
+  if (h.thumbnail_url) {
+    thumb = document.createElement("img");
+    thumb.src = h.thumbnail_url;
+    thumb.alt = "";
+    thumb.loading = "lazy";
+  } else {
+    thumb = document.createElement("div");
+    thumb.className = "no-thumb";
+  }
+  const title = document.createElement("div");
+  title.className = "hit-title";
+  setMarked(title, h.title_html);
+  const meta = document.createElement("div");
+  meta.className = "hit-meta";
+  meta.textContent = [h.channel.name, fmtDuration(h.duration_seconds), fmtViews(h.view_count)]
+    .filter(Boolean).join(" · ");
+  const snippet = document.createElement("div");
+  snippet.className = "hit-snippet";
+  setMarked(snippet, h.description_html);
+  const b = document.createElement("button");
+  b.textContent = "Play";
+  b.onclick = () => play(h.video_id);
+  li.append(thumb, title, b, meta, snippet);
+  return li;
+}
+
+async function runSearch(more) {
+  const list = $("search-results");
+  if (!more) {
+    const q = $("search-q").value;
+    if (!q.trim()) return;
+    search.params = { q, sort: $("search-sort").value, limit: "10" };
+    search.cursor = null;
+    list.textContent = "";
+  }
+  const params = new URLSearchParams(search.params);
+  if (more && search.cursor) params.set("cursor", search.cursor);
+  let page;
+  try {
+    page = await api("/v1/search?" + params);
+  } catch (e) {
+    $("search-summary").textContent = e.message;
+    $("search-more").hidden = true;
+    return;
+  }
+  for (const h of page.hits) list.appendChild(renderHit(h));
+  search.cursor = page.next_cursor;
+  $("search-more").hidden = !page.next_cursor;
+  if (!more) {
+    const total = page.total ? page.total.value + (page.total.relation === "gte" ? "+" : "") : "0";
+    const facets = page.facets ? page.facets.category.map((c) => c.value + " " + c.count)
+      .concat(page.facets.duration.filter((d) => d.count).map((d) => d.value + " " + d.count)) : [];
+    $("search-summary").textContent = (page.typo ? "no exact match; similar titles · " : "") +
+      total + " result" + (total === "1" ? "" : "s") + (facets.length ? " · " + facets.join(", ") : "");
+  }
+}
+
+$("search-form").addEventListener("submit", (ev) => { ev.preventDefault(); runSearch(false); });
+$("search-more").addEventListener("click", () => runSearch(true));
+$("search-q").addEventListener("input", () => {
+  clearTimeout(search.suggestTimer);
+  search.suggestTimer = setTimeout(async () => {
+    const q = $("search-q").value;
+    const list = $("search-suggest");
+    if (q.trim().length < 3) { list.textContent = ""; return; }
+    try {
+      const s = await api("/v1/search/suggest?" + new URLSearchParams({ q }));
+      list.textContent = "";
+      for (const x of s.suggestions) {
+        const o = document.createElement("option");
+        o.value = x.title;
+        list.appendChild(o);
+      }
+    } catch (_) { /* suggestions are optional */ }
+  }, 150);
 });
 
 // ---- queue ---------------------------------------------------------------

@@ -197,10 +197,29 @@ ts("Uploads created and completed", "Uploads created, and completed (video proce
 ts("Multipart parts", "Multipart parts uploaded to the object store per second.",
    [(f"sum(rate(vodfarm_upload_parts_total[{R}]))", "parts/s")], unit="ops")
 
+# ---------------------------------------------------------------- search
+row("Search")
+ts("Index lag", "Seconds from a change to a video to the search index holding it (vodfarm search-indexer). The target is under a second; VodfarmSearchIndexLagging fires when the oldest waiting change is over a minute old.",
+   [(q(0.5, "vodfarm_search_index_lag_seconds", "le"), "p50"),
+    (q(0.99, "vodfarm_search_index_lag_seconds", "le"), "p99"),
+    ("max(vodfarm_search_outbox_oldest_seconds)", "oldest waiting")], unit="s")
+ts("Search outbox", "Changes waiting in search_outbox, and changes applied per second by effect (skip: the index held that version already, e.g. a replay).",
+   [("max(vodfarm_search_outbox_pending)", "waiting"),
+    (f"sum by (effect) (rate(vodfarm_search_changes_applied_total[{R}]))", "{{effect}}/s")], unit="short")
+ts("Search requests", "Search and suggest requests per second by outcome (typo: answered by the typo correction; invalid: a 400).",
+   [(f"sum by (route, outcome) (rate(vodfarm_search_requests_total[{R}]))", "{{route}} {{outcome}}")], unit="reqps", stack=True)
+ts("Search latency", "Seconds to answer, by route.",
+   [(q(0.5, "vodfarm_search_request_duration_seconds", "le, route"), "p50 {{route}}"),
+    (q(0.99, "vodfarm_search_request_duration_seconds", "le, route"), "p99 {{route}}")], unit="s")
+ts("Hits withheld", "Index candidates the api withheld because PostgreSQL says they may no longer be shown (deleted, private, unfinished since indexed), per second: how far the index lags.",
+   [(f"sum(rate(vodfarm_search_hidden_hits_total[{R}]))", "withheld/s")], unit="short")
+ts("Indexer batches", "Indexer batches per second by outcome; errors are retried with a backoff.",
+   [(f"sum by (outcome) (rate(vodfarm_search_batches_total[{R}]))", "{{outcome}}")], unit="ops")
+
 dash = {
     "title": "vodfarm",
     "uid": "vodfarm-overview",
-    "description": "vodfarm: job queue, workers, origin/shield cache and upstream, HTTP errors, uploads. Shipped by the vodfarm Helm chart (helm/vodfarm/files/grafana/vodfarm.json).",
+    "description": "vodfarm: job queue, workers, origin/shield cache and upstream, HTTP errors, uploads, search. Shipped by the vodfarm Helm chart (helm/vodfarm/files/grafana/vodfarm.json).",
     "tags": ["vodfarm"],
     "editable": True,
     "graphTooltip": 1,

@@ -45,6 +45,9 @@ pub struct DevArgs {
     /// edges named in VODFARM_PURGE_URLS, if any).
     #[arg(long, default_value_t = 8085)]
     pub purger_port: u16,
+    /// Port of the search indexer's /metrics and /healthz.
+    #[arg(long, default_value_t = 8086)]
+    pub search_indexer_port: u16,
     /// Upload this video as the demo instead of the generated 30-second
     /// test pattern.
     #[arg(long)]

@@ -145,6 +145,7 @@ fn print_banner(args: &DevArgs, dir: &Path, video: Option<&str>) {
         println!("  demo playlist:  {shield}/v/{id}/master.m3u8");
     }
     println!("  api:            {api}   (OpenAPI: {api}/v1/openapi.json)");
+    println!("  search:         {api}/v1/search?q=vodfarm+demo");
     println!("  coordinator:    {coordinator}");
     println!("  origin, shield: {origin}, {shield}");
     let edges = std::env::var("VODFARM_PURGE_URLS").unwrap_or_default();

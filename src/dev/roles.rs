@@ -53,6 +53,7 @@ pub(crate) struct Roles {
     origin: vodfarm_origin::OriginArgs,
     shield: vodfarm_origin::OriginArgs,
     purger: vodfarm_purger::PurgerArgs,
+    search_indexer: vodfarm_search::args::IndexerArgs,
 }
 
 impl Roles {
@@ -109,6 +110,10 @@ impl Roles {
                 ]
                 .concat(),
             )?,
+            search_indexer: role_args(&with_common(&[(
+                "listen",
+                &local(args.search_indexer_port),
+            )]))?,
         })
     }
 
@@ -151,6 +156,11 @@ impl Roles {
             "api",
             crate::api::run_with(self.api, extra, until()),
         );
+        spawn_role(
+            &mut roles,
+            "search indexer",
+            vodfarm_search::indexer::run(self.search_indexer, until()),
+        );
         roles
     }
 }
@@ -175,6 +185,7 @@ pub(crate) async fn wait_healthy(args: &DevArgs) -> anyhow::Result<()> {
         args.shield_port,
         args.worker_port,
         args.purger_port,
+        args.search_indexer_port,
     ] {
         wait_ready(&format!("{}/healthz", local_url(port))).await?;
     }

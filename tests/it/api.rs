@@ -735,6 +735,9 @@ async fn schemathesis_finds_no_contract_violations() {
     ] {
         assert!(m.contains(&format!(r#"route="{route}""#)), "{route}: {m}");
     }
+    // The search routes are in the document, so they are fuzzed too.
+    assert!(m.contains(r#"route="/v1/search""#), "{m}");
+    assert!(m.contains(r#"route="/v1/search/suggest""#), "{m}");
     assert!(
         m.contains(r#"route="/v1/uploads/{upload_id}""#)
             || m.contains(r#"route="/v1/uploads/{id}""#),

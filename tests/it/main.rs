@@ -11,6 +11,8 @@
 //! - `dev`: `vodfarm dev` and the page in headless chromium.
 //! - `edge`: Varnish in front of the tiers; CDN purges; streaming
 //!   through a database outage.
+//! - `search`: search on PostgreSQL (and Elasticsearch when configured):
+//!   relevance, typos, accents, the outbox under kills, bad input.
 //! - `ops`: the operator CLI (`vodfarm jobs`, `workers`, `videos`).
 //! - `metrics`: every role's `/metrics` through `promtool check metrics`.
 //! - `security`: throttling, passwords, tokens, the operator token, slow
@@ -22,6 +24,7 @@ mod common;
 mod edge_support;
 mod media_support;
 mod origin_support;
+mod search_support;
 
 mod api;
 mod dev;
@@ -31,6 +34,7 @@ mod metrics;
 mod ops;
 mod origin;
 mod queue;
+mod search;
 mod security;
 mod tidy;
 mod uploads;

@@ -3,11 +3,13 @@
 //! really export.
 //!
 //! One real process per role (coordinator, api, worker, origin, an
-//! origin in its shield tier, and a purger) on one database and one local-directory
-//! store. A video is uploaded through the api with tus and transcoded by
-//! the worker, then played through the shield and the origin, so the
+//! origin in its shield tier, a purger and a search indexer) on one
+//! database and one local-directory store. A video is uploaded through
+//! the api with tus and transcoded by the worker, then played through
+//! the shield and the origin, so the
 //! label sets that only appear with traffic (routes, statuses, job types,
-//! outcomes, histograms) are there when each `/metrics` is scraped.
+//! outcomes, histograms) are there when each `/metrics` is scraped; the
+//! video is then searched for.
 //!
 //! - `promtool check metrics` (Debian's `prometheus` package; ./test.sh
 //!   installs it through scripts/services.sh) must accept every role's
@@ -21,6 +23,7 @@ use crate::api_support::ApiProcess;
 use crate::common::{free_port, metrics_text, CoordinatorProcess, TestDb, OPERATOR_TOKEN};
 use crate::media_support::{lavfi, WorkerProcess};
 use crate::origin_support::OriginProcess;
+use crate::search_support::IndexerProcess;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -112,6 +115,7 @@ async fn every_role_exports_lint_clean_metrics_that_the_dashboard_and_alerts_use
     .collect();
     let api = ApiProcess::start(free_port(), api_args, vec![]).await;
     let purger = PurgerProcess::start(&db.url).await;
+    let indexer = IndexerProcess::start(&db.url, &[], &[]).await;
     let worker = WorkerProcess::start(
         &coordinator.base,
         &store_url,
@@ -157,6 +161,36 @@ async fn every_role_exports_lint_clean_metrics_that_the_dashboard_and_alerts_use
         .expect("queue stats without a token");
     assert_eq!(r.status(), 401);
 
+    // A viewer finds it by its title; a search with a bad parameter is
+    // refused.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v: Value = http
+            .get(format!("{}/v1/search", api.base))
+            .query(&[("q", "metrics")])
+            .send()
+            .await
+            .expect("search")
+            .json()
+            .await
+            .expect("search json");
+        if v["hits"].as_array().is_some_and(|h| !h.is_empty()) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the video never became findable: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = http
+        .get(format!("{}/v1/search/suggest", api.base))
+        .query(&[("q", "metric"), ("sort", "views")])
+        .send()
+        .await
+        .expect("suggest");
+    assert_eq!(r.status(), 400);
+
     let scraped = [
         ("coordinator", metrics_text(&coordinator.base).await),
         ("api", metrics_text(&api.base).await),
@@ -164,6 +198,7 @@ async fn every_role_exports_lint_clean_metrics_that_the_dashboard_and_alerts_use
         ("origin", metrics_text(&origin.base).await),
         ("shield", metrics_text(&shield.base).await),
         ("purger", metrics_text(&purger.base).await),
+        ("search-indexer", metrics_text(&indexer.base).await),
     ];
 
     // promtool accepts every exposition, and each is the role's.
@@ -172,6 +207,7 @@ async fn every_role_exports_lint_clean_metrics_that_the_dashboard_and_alerts_use
         "api" => "vodfarm_upload_bytes_total",
         "worker" => "vodfarm_worker_jobs_total",
         "purger" => "vodfarm_purger_backlog",
+        "search-indexer" => "vodfarm_search_index_lag_seconds",
         _ => "vodfarm_origin_requests_total",
     };
     for (role, text) in &scraped {

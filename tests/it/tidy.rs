@@ -22,6 +22,7 @@ fn root() -> PathBuf {
 const ROLE_CRATES: &[(&str, &str)] = &[
     ("coordinator", "vodfarm-coordinator"),
     ("catalog", "vodfarm-catalog"),
+    ("search", "vodfarm-search"),
     ("gpu-worker", "vodfarm-gpu-worker"),
     ("origin", "vodfarm-origin"),
     ("purger", "vodfarm-purger"),

@@ -8,6 +8,8 @@
 // 4. the quality menu lists the whole ladder (the demo is 1080p: 240p,
 //    720p and 1080p), and choosing each fetches a segment of it;
 // 5. an upload through the form completes (tus-js-client);
+// 6. searching for the demo's title lists it with the words highlighted,
+//    as-you-type suggestions offer it, and its Play button plays it;
 // Screenshots go to OUT_DIR. Exits non-zero with a message on failure.
 import { chromium } from "playwright-core";
 import fs from "node:fs";
@@ -117,6 +119,34 @@ try {
     { timeout: 30000 });
   check(true, "the uploaded video appears in the list");
   await shot(page, "05-uploaded");
+  // Search for the demo by its title.
+  await page.fill("#search-q", "vodfarm demo");
+  await page.click("#search-form button[type=submit]");
+  await page.waitForSelector("#search-results li", { timeout: 30000 });
+  const hit = await page.$eval("#search-results li", (li) => ({
+    id: li.dataset.videoId,
+    title: li.querySelector(".hit-title").textContent,
+    marks: [...li.querySelectorAll(".hit-title mark")].map((m) => m.textContent),
+    thumb: (li.querySelector("img") || {}).src || "",
+  }));
+  check(hit.title === "vodfarm demo", `searching "vodfarm demo" lists the demo first (${hit.title})`);
+  check(JSON.stringify(hit.marks) === JSON.stringify(["vodfarm", "demo"]),
+    `the title's matching words are highlighted (${hit.marks.join(", ")})`);
+  check(/\/t\/[^/]+\/default\.jpg/.test(hit.thumb), `the hit shows its thumbnail (${hit.thumb})`);
+  const summary = await page.textContent("#search-summary");
+  check(/\d+ results?/.test(summary), `the summary counts the results (${summary})`);
+  await page.fill("#search-q", "vodfarm dem");
+  await page.waitForFunction(() => [...document.querySelectorAll("#search-suggest option")]
+    .some((o) => o.value === "vodfarm demo"), null, { timeout: 10000 }).then(
+    () => check(true, "as-you-type suggests the demo's title"),
+    () => check(false, "as-you-type suggests the demo's title"));
+  // Clear the title, so only the hit's button can set it again.
+  await page.evaluate(() => { document.getElementById("player-title").textContent = ""; });
+  await page.click("#search-results li button");
+  await page.waitForFunction((id) => document.getElementById("player-title").textContent === "vodfarm demo",
+    hit.id, { timeout: 10000 });
+  check(true, "the hit's Play button loads the demo");
+  await shot(page, "06-search");
   check(errors.length === 0, "no page errors" + (errors.length ? ": " + errors.join("; ") : ""));
   check(blocked.length === 0, "the policy blocked nothing" + (blocked.length ? ": " + blocked.join("; ") : ""));
   if (uploaded) fs.writeFileSync(path.join(outDir, "uploaded-video-id.txt"), uploaded);

@@ -140,9 +140,37 @@ Fails the render when required settings are missing. Renders nothing.
 given inline rather than through an existing Secret), else "".
 */}}
 {{- define "vodfarm.createSecret" -}}
-{{- if or (not .Values.database.existingSecret) (not .Values.auth.existingSecret) (include "vodfarm.inlineStoreCredentials" .) -}}
+{{- if or (not .Values.database.existingSecret) (not .Values.auth.existingSecret) (include "vodfarm.inlineStoreCredentials" .) (include "vodfarm.inlineElasticsearchUrl" .) -}}
 true
 {{- end }}
+{{- end }}
+
+{{/*
+"true" when the Elasticsearch URL is given inline (stored in the chart's
+Secret: it may hold credentials), else "".
+*/}}
+{{- define "vodfarm.inlineElasticsearchUrl" -}}
+{{- if and (not .Values.search.elasticsearch.existingSecret) .Values.search.elasticsearch.url -}}
+true
+{{- end }}
+{{- end }}
+
+{{/*
+Env entries: the search index, shared by the api and the search indexer:
+ELASTICSEARCH_URL from a Secret when Elasticsearch is configured (none:
+PostgreSQL full text), and the alias.
+*/}}
+{{- define "vodfarm.searchEnv" -}}
+{{- $es := .Values.search.elasticsearch }}
+{{- if or $es.existingSecret $es.url }}
+- name: ELASTICSEARCH_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ default (include "vodfarm.fullname" .) $es.existingSecret }}
+      key: {{ ternary $es.existingSecretKey "elasticsearch-url" (not (empty $es.existingSecret)) }}
+{{- end }}
+- name: VODFARM_ELASTICSEARCH_INDEX
+  value: {{ $es.index | quote }}
 {{- end }}
 
 {{/*

@@ -1,0 +1,413 @@
+//! The PostgreSQL index (the default: no extra server).
+//!
+//! `search_documents` (migration `…_search.sql`) holds one row per video
+//! the indexer has seen: the searchable ones with a weighted `tsvector`
+//! (title A, tags B, channel name B, description C; English stems and
+//! whole words, accents folded) under a GIN index, the others as
+//! tombstones that keep their version. Queries:
+//!
+//! - strict: `to_tsquery('vodfarm', …)` of the parsed text (quotes, `or`,
+//!   `-word`, the last word as a prefix), ranked with `ts_rank` over the
+//!   [`PgSearchSettings::rank_window`] most viewed matches, or ordered by
+//!   views or upload time; `ts_headline` marks the matches;
+//! - typo-tolerant, when the strict match finds nothing: each word is
+//!   replaced by the up to three most similar known words (trigram
+//!   similarity, `pg_trgm`, over the `search_terms` vocabulary) and the
+//!   corrected query runs like a strict one;
+//! - facets and the total over at most [`PgSearchSettings::facet_limit`]
+//!   matches (beyond it they are lower bounds, as Elasticsearch's
+//!   `track_total_hits` default is).
+//!
+//! Writes compare versions in the statement (`WHERE d.version <
+//! excluded.version`), so replays and racing replicas are harmless.
+
+mod sql;
+
+use crate::cursor::{Cursor, CursorError, Mode};
+use crate::index::{
+    Applied, ClaimedVideo, Facets, IndexError, IndexHit, IndexPage, ReindexReport, SearchIndex,
+    Suggestion, Total,
+};
+use crate::query::{DurationBucket, SearchRequest, Sort, SuggestRequest};
+use crate::text::TextQuery;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::{PgConnection, PgPool, Row};
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// How the PostgreSQL index answers.
+#[derive(Debug, Clone, Copy)]
+pub struct PgSearchSettings {
+    /// Relevance is ranked over this many matches, the most viewed ones
+    /// (all of them when fewer match).
+    pub rank_window: i64,
+    /// Facets and the total count at most this many matches.
+    pub facet_limit: i64,
+    /// Least trigram similarity of a known word to a typed one for a typo
+    /// correction (0..1; `pg_trgm.similarity_threshold`).
+    pub typo_similarity: f32,
+}
+
+impl Default for PgSearchSettings {
+    fn default() -> Self {
+        PgSearchSettings {
+            rank_window: 500,
+            facet_limit: 2000,
+            typo_similarity: 0.3,
+        }
+    }
+}
+
+/// The PostgreSQL index.
+#[derive(Debug, Clone)]
+pub struct PgIndex {
+    pool: PgPool,
+    settings: PgSearchSettings,
+}
+
+/// A pool for searching: plans are made for each query's own words (a
+/// generic plan cannot tell a word in half the videos from a rare one,
+/// and picks one strategy for both), the typo threshold is set, and
+/// statements stop after 10 s.
+pub async fn search_pool(
+    database_url: &str,
+    max_connections: u32,
+    settings: &PgSearchSettings,
+) -> Result<PgPool, sqlx::Error> {
+    let threshold = settings.typo_similarity.clamp(0.0, 1.0);
+    let options = PgConnectOptions::from_str(database_url)?
+        .options([
+            ("plan_cache_mode", "force_custom_plan"),
+            // A search that runs away answers 503 instead of holding a
+            // connection (the routes report SQLSTATE 57014 so).
+            ("statement_timeout", "10s"),
+        ])
+        .application_name("vodfarm-search");
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                // pg_trgm's setting: a placeholder until the library
+                // loads, which the typo statement does.
+                sqlx::query("SELECT set_config('pg_trgm.similarity_threshold', $1, false)")
+                    .bind(threshold.to_string())
+                    .execute(conn)
+                    .await?;
+                Ok(())
+            })
+        })
+        .connect_with(options)
+        .await
+}
+
+impl PgIndex {
+    /// An index over `pool` (see [`search_pool`]).
+    pub fn new(pool: PgPool, settings: PgSearchSettings) -> PgIndex {
+        PgIndex { pool, settings }
+    }
+
+    fn after(&self, req: &SearchRequest) -> Result<(Option<Value>, Option<i64>), CursorError> {
+        let Some(c) = &req.after else {
+            return Ok((None, None));
+        };
+        if c.len() != 2 {
+            return Err(CursorError::BadKeys);
+        }
+        let first = match req.sort {
+            Sort::Relevance => Value::from(c.float(0)?),
+            Sort::Views | Sort::Newest => Value::from(c.int(0)?),
+        };
+        Ok((Some(first), Some(c.int(1)?)))
+    }
+
+    async fn page(
+        &self,
+        req: &SearchRequest,
+        query: &TextQuery,
+        text: &str,
+    ) -> Result<Vec<PgRow>, IndexError> {
+        let f = &req.filters;
+        let (dmin, dmax) = f.duration.map_or((None, None), DurationBucket::range);
+        let (key, row) = self.after(req)?;
+        let q = sqlx::query(sql::page_statement(req.sort, query.has_phrase()))
+            .bind(text)
+            .bind(&f.channel)
+            .bind(&f.category)
+            .bind(&f.tag)
+            .bind(dmin)
+            .bind(dmax)
+            .bind(f.uploaded_after);
+        let q = match req.sort {
+            Sort::Relevance => q
+                .bind(key.and_then(|k| k.as_f64()).map(|k| k as f32))
+                .bind(row)
+                .bind(i64::from(req.limit) + 1)
+                .bind(self.settings.rank_window),
+            Sort::Views => q
+                .bind(key.and_then(|k| k.as_i64()))
+                .bind(row)
+                .bind(i64::from(req.limit) + 1),
+            Sort::Newest => {
+                let t = match key.and_then(|k| k.as_i64()) {
+                    Some(micros) => Some(
+                        DateTime::<Utc>::from_timestamp_micros(micros)
+                            .ok_or(CursorError::BadKeys)?,
+                    ),
+                    None => None,
+                };
+                q.bind(t).bind(row).bind(i64::from(req.limit) + 1)
+            }
+        };
+        Ok(q.fetch_all(&self.pool).await?)
+    }
+
+    async fn facets(&self, req: &SearchRequest, text: &str) -> Result<(Total, Facets), IndexError> {
+        let f = &req.filters;
+        let (dmin, dmax) = f.duration.map_or((None, None), DurationBucket::range);
+        let rows = sqlx::query(sql::facet_statement())
+            .bind(text)
+            .bind(&f.channel)
+            .bind(&f.category)
+            .bind(&f.tag)
+            .bind(dmin)
+            .bind(dmax)
+            .bind(f.uploaded_after)
+            .bind(self.settings.facet_limit)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut facets = Facets::default();
+        let mut total = Total {
+            value: 0,
+            exact: true,
+        };
+        for r in rows {
+            let kind: String = r.try_get("kind")?;
+            let value: Option<String> = r.try_get("value")?;
+            let n = u64::try_from(r.try_get::<i64, _>("n")?).unwrap_or(0);
+            match (kind.as_str(), value) {
+                ("total", _) => {
+                    let scanned: i64 = r.try_get("scanned")?;
+                    total = Total {
+                        value: n,
+                        exact: scanned < self.settings.facet_limit,
+                    };
+                }
+                ("category", Some(v)) if n > 0 => facets.category.push((v, n)),
+                ("duration", Some(v)) => facets.duration.push((v, n)),
+                _ => {}
+            }
+        }
+        facets
+            .category
+            .sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        // Every bucket, in order, zeros included.
+        facets.duration = DurationBucket::ALL
+            .iter()
+            .map(|b| {
+                let n = facets
+                    .duration
+                    .iter()
+                    .find(|(v, _)| v == b.as_str())
+                    .map_or(0, |(_, n)| *n);
+                (b.as_str().to_owned(), n)
+            })
+            .collect();
+        Ok((total, facets))
+    }
+}
+
+impl PgIndex {
+    /// The query with its words replaced by the known words they are
+    /// most similar to; `None` when no word has a different one.
+    async fn corrected(&self, text: &TextQuery) -> Result<Option<TextQuery>, IndexError> {
+        let words = text.correctable_words();
+        if words.is_empty() {
+            return Ok(None);
+        }
+        let rows: Vec<(String, String)> = sqlx::query_as(sql::CORRECTIONS)
+            .bind(&words)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut map: HashMap<String, Vec<String>> = HashMap::new();
+        for (word, candidate) in rows {
+            map.entry(word).or_default().push(candidate);
+        }
+        Ok(text.corrected(&map))
+    }
+}
+
+fn next_key(sort: Sort, row: &PgRow) -> Result<Vec<Value>, sqlx::Error> {
+    let id: i64 = row.try_get("video_id")?;
+    let key = match sort {
+        Sort::Relevance => Value::from(f64::from(row.try_get::<f32, _>("key")?)),
+        Sort::Views => Value::from(row.try_get::<i64, _>("key")?),
+        Sort::Newest => Value::from(row.try_get::<DateTime<Utc>, _>("key")?.timestamp_micros()),
+    };
+    Ok(vec![key, Value::from(id)])
+}
+
+#[async_trait]
+impl SearchIndex for PgIndex {
+    fn kind(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn apply(
+        &self,
+        tx: &mut PgConnection,
+        videos: &[ClaimedVideo],
+    ) -> Result<Applied, IndexError> {
+        let ids: Vec<i64> = videos.iter().map(|v| v.video_row).collect();
+        let seqs: Vec<i64> = videos.iter().map(|v| v.max_seq).collect();
+        let upserted = sqlx::query(sql::upsert())
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        sqlx::query(sql::ADD_TERMS)
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?;
+        let removed = sqlx::query(sql::TOMBSTONE)
+            .bind(&ids)
+            .bind(&seqs)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        Ok(Applied {
+            upserted,
+            removed,
+            skipped: (ids.len() as u64).saturating_sub(upserted + removed),
+        })
+    }
+
+    async fn search(&self, req: &SearchRequest, mode: Mode) -> Result<IndexPage, IndexError> {
+        let corrected;
+        let query = match mode {
+            Mode::Strict => &req.text,
+            Mode::Fuzzy => match self.corrected(&req.text).await? {
+                Some(q) => {
+                    corrected = q;
+                    &corrected
+                }
+                None => return Ok(IndexPage::default()),
+            },
+        };
+        let text = query.to_tsquery();
+        let rows = self.page(req, query, &text).await?;
+        let limit = req.limit as usize;
+        let next = if rows.len() > limit {
+            Some(Cursor {
+                mode,
+                keys: next_key(req.sort, &rows[limit - 1])?,
+            })
+        } else {
+            None
+        };
+        let mut hits = Vec::with_capacity(rows.len().min(limit));
+        for r in rows.iter().take(limit) {
+            hits.push(IndexHit {
+                video_row: r.try_get("video_id")?,
+                title_marked: r
+                    .try_get::<Option<String>, _>("title_marked")?
+                    .unwrap_or_default(),
+                description_marked: r
+                    .try_get::<Option<String>, _>("description_marked")?
+                    .unwrap_or_default(),
+            });
+        }
+        let (total, facets) = if req.after.is_none() {
+            let (t, f) = self.facets(req, &text).await?;
+            (Some(t), Some(f))
+        } else {
+            (None, None)
+        };
+        Ok(IndexPage {
+            hits,
+            next,
+            total,
+            facets,
+        })
+    }
+
+    async fn suggest(&self, req: &SuggestRequest) -> Result<Vec<Suggestion>, IndexError> {
+        let rows: Vec<(i64, Option<String>)> = sqlx::query_as(sql::SUGGEST)
+            .bind(req.text.to_title_tsquery())
+            .bind(i64::from(req.limit))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(video_row, t)| Suggestion {
+                video_row,
+                title_marked: t.unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    async fn reindex(&self, pool: &PgPool) -> Result<ReindexReport, IndexError> {
+        const BATCH: i64 = 5000;
+        let max: Option<i64> = sqlx::query_scalar("SELECT max(id) FROM videos")
+            .fetch_one(pool)
+            .await?;
+        let mut from = 0;
+        let mut documents = 0;
+        while from < max.unwrap_or(0) {
+            let to = from + BATCH;
+            documents += sqlx::query(sql::reindex_range())
+                .bind(from)
+                .bind(to)
+                .execute(pool)
+                .await?
+                .rows_affected();
+            from = to;
+        }
+        let removed = sqlx::query(sql::REINDEX_STALE)
+            .execute(pool)
+            .await?
+            .rows_affected();
+        sqlx::query(sql::REINDEX_TERMS_ADD).execute(pool).await?;
+        let stale_terms = sqlx::query(sql::REINDEX_TERMS_STALE)
+            .execute(pool)
+            .await?
+            .rows_affected();
+        tracing::info!(
+            documents,
+            removed,
+            stale_terms,
+            "search_documents and search_terms rebuilt from videos"
+        );
+        Ok(ReindexReport {
+            documents,
+            target: "search_documents".into(),
+            replaced: None,
+        })
+    }
+
+    async fn prune(&self, older_than: Duration) -> Result<u64, IndexError> {
+        // A tombstone guards against a write older than it; writes are
+        // single statements that read the row they write, so none is
+        // still in flight after an hour (the default).
+        let secs = older_than.as_secs_f64();
+        Ok(sqlx::query(
+            "DELETE FROM search_documents
+             WHERE NOT visible AND indexed_at < clock_timestamp() - make_interval(secs => $1)",
+        )
+        .bind(secs)
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
+    async fn ping(&self) -> Result<(), IndexError> {
+        sqlx::query("SELECT 1 FROM search_documents LIMIT 1")
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
