@@ -97,6 +97,7 @@ pub fn router<S: Clone + Send + Sync + 'static>(csp: &str) -> Router<S> {
     );
     let dash = file(
         "text/javascript; charset=utf-8",
+        &csp,
         include_bytes!("../web/vendor/dash.all.min.js"),
     );
     let tus = file(
