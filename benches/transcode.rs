@@ -10,6 +10,10 @@
 //! encode on its own thread; the peer is
 //! `split → 3 scales → 3 libx264 → 3 AAC → hls`.
 //!
+//! Also prints the bytes a CMAF video (HLS + DASH from one set of
+//! segments) stores against MPEG-TS plus a separate fMP4 copy for DASH:
+//! `cmaf_storage: ours=<bytes> peer=<bytes> ratio=<x>`.
+//!
 //! Last line: `transcode: ours=<fps> peer=<fps> ratio=<x> psnr_delta_db=<x>`.
 
 use anyhow::{bail, Context, Result};
@@ -17,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 use vodfarm_core::ladder::RenditionLadder;
+use vodfarm_core::playlists::{Packaging, RenditionSet};
 use vodfarm_gpu_worker::media::probe::{rung_size, Limits};
 use vodfarm_gpu_worker::media::stages::{StageChoice, VideoEncoderSettings};
 use vodfarm_gpu_worker::media::transcode::{transcode, TranscodeRequest};
@@ -96,6 +101,7 @@ fn main() -> Result<()> {
         preset: preset.clone(),
         stages: StageChoice::SOFTWARE,
         limits: Limits::default(),
+        packaging: Packaging::Ts,
     };
     let done = finished.clone();
     let started = Instant::now();
@@ -135,6 +141,7 @@ fn main() -> Result<()> {
             bitrate: r.video_bitrate,
             gop: 30 * SEGMENT,
             preset: preset.clone(),
+            global_header: false,
         };
         maps.extend([
             "-map".to_string(),
@@ -207,9 +214,64 @@ fn main() -> Result<()> {
         deltas.push(o - p);
     }
     let delta = deltas.iter().sum::<f64>() / deltas.len() as f64;
+
+    // Storage: the same source packaged as CMAF (one set of fMP4
+    // segments + HLS playlists + MPD) against what serving both HLS and
+    // DASH costs without it: the MPEG-TS set plus a separate fMP4 copy
+    // (+ MPD) for DASH.
+    let cmaf_dir = dir.path().join("cmaf");
+    let cmaf_request = TranscodeRequest {
+        work_dir: cmaf_dir.clone(),
+        packaging: Packaging::Cmaf,
+        ..request.clone()
+    };
+    let cmaf = transcode(&cmaf_request, &JobControl::default(), |_| Ok(()))?;
+    let mut fmp4_bytes = 0u64;
+    let mut hls_bytes = 0u64;
+    for r in cmaf.renditions.iter().chain(cmaf.audio.iter()) {
+        let init = std::fs::metadata(cmaf_dir.join(&r.name).join("init.mp4"))?.len();
+        fmp4_bytes += init + r.bytes();
+        hls_bytes += r.media_playlist_for(Packaging::Cmaf).len() as u64;
+    }
+    let set = RenditionSet {
+        renditions: cmaf.renditions.clone(),
+        packaging: Packaging::Cmaf,
+        audio: cmaf.audio.clone(),
+    };
+    let mpd_bytes = set.mpd("v_bench", &[]).len() as u64;
+    hls_bytes += set.master_playlist("v_bench", &[]).len() as u64;
+    let ts_bytes = dir_bytes(&finished)?;
+    let cmaf_total = fmp4_bytes + hls_bytes + mpd_bytes;
+    let separate = ts_bytes + fmp4_bytes + mpd_bytes;
+    println!(
+        "storage: CMAF (HLS + DASH) {:.1} MB; MPEG-TS {:.1} MB + separate fMP4 copy {:.1} MB = {:.1} MB",
+        cmaf_total as f64 / 1e6,
+        ts_bytes as f64 / 1e6,
+        (fmp4_bytes + mpd_bytes) as f64 / 1e6,
+        separate as f64 / 1e6
+    );
+    println!(
+        "cmaf_storage: ours={cmaf_total} peer={separate} ratio={:.2}",
+        cmaf_total as f64 / separate as f64
+    );
     println!(
         "transcode: ours={ours_fps:.1} peer={peer_fps:.1} ratio={:.2} psnr_delta_db={delta:.2}",
         ours_fps / peer_fps
     );
     Ok(())
+}
+
+/// Bytes of every file under `dir`.
+fn dir_bytes(dir: &Path) -> Result<u64> {
+    let mut total = 0;
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        let m = e.metadata()?;
+        total += if m.is_dir() {
+            dir_bytes(&e.path())?
+        } else {
+            m.len()
+        };
+    }
+    Ok(total)
 }

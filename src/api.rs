@@ -19,6 +19,7 @@ use vodfarm_catalog::{CatalogSettings, CatalogState};
 use vodfarm_coordinator::uploads::{self, UploadMetrics, UploadSettings, UploadState};
 use vodfarm_core::config::parse_duration;
 use vodfarm_core::http::{not_found_fallback, ApiError};
+use vodfarm_core::playlists::Packaging;
 use vodfarm_core::store::SharedStore;
 use vodfarm_core::telemetry::{render_metrics, METRICS_CONTENT_TYPE};
 use vodfarm_search::api::SearchState;
@@ -61,6 +62,15 @@ pub struct ApiArgs {
     /// How long a private video's playback URLs stay valid.
     #[arg(long, env = "VODFARM_PLAYBACK_TOKEN_TTL", default_value = "6h", value_parser = parse_duration)]
     pub playback_token_ttl: Duration,
+    /// Packaging of videos whose `POST /v1/videos` does not choose one:
+    /// `ts` (MPEG-TS, HLS only: the seed's URLs) or `cmaf` (fMP4 for HLS
+    /// and DASH, one set of segments).
+    #[arg(long, env = "VODFARM_DEFAULT_PACKAGING", default_value = "ts", value_parser = parse_packaging)]
+    pub default_packaging: Packaging,
+    /// Largest subtitle file accepted by
+    /// `PUT /v1/videos/{id}/subtitles/{lang}` (larger ones get 413).
+    #[arg(long, env = "VODFARM_MAX_SUBTITLE_SIZE", default_value = "2MiB", value_parser = vodfarm_core::config::parse_size)]
+    pub max_subtitle_size: u64,
     /// Largest upload accepted (Tus-Max-Size), e.g. 128GiB.
     #[arg(long, env = "VODFARM_MAX_UPLOAD_SIZE", default_value = "128GiB", value_parser = vodfarm_core::config::parse_size)]
     pub max_upload_size: u64,
@@ -96,6 +106,10 @@ pub struct ApiArgs {
     /// Search: the index and how PostgreSQL full text is searched.
     #[command(flatten)]
     pub search: SearchApiArgs,
+}
+
+fn parse_packaging(s: &str) -> Result<Packaging, String> {
+    Packaging::parse(s).ok_or_else(|| format!("{s:?} is not ts or cmaf"))
 }
 
 /// Why the api could not run.
@@ -349,6 +363,7 @@ pub async fn run_with(
             public_url: args.public_url.clone(),
             idle_timeout: args.upload_idle_timeout,
             parallel_parts: args.upload_parallel_parts.max(1),
+            default_packaging: args.default_packaging,
             ..UploadSettings::default()
         }),
         metrics: UploadMetrics::new(&registry)?,
@@ -362,6 +377,7 @@ pub async fn run_with(
             signing_secret: args.signing_secret.as_bytes().into(),
             playback_token_ttl: args.playback_token_ttl,
             token_ttl: args.token_ttl,
+            max_subtitle_size: args.max_subtitle_size,
         }),
         throttle: throttle.clone(),
     };

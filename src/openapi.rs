@@ -26,6 +26,8 @@ mod tests {
         ("/v1/channels/{channel_id}/videos", &["get"]),
         ("/v1/videos", &["post"]),
         ("/v1/videos/{video_id}", &["get", "patch", "delete"]),
+        ("/v1/videos/{video_id}/subtitles", &["get"]),
+        ("/v1/videos/{video_id}/subtitles/{lang}", &["put", "delete"]),
         ("/v1/uploads", &["post", "options"]),
         (
             "/v1/uploads/{upload_id}",

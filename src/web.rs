@@ -95,6 +95,11 @@ pub fn router<S: Clone + Send + Sync + 'static>(csp: &str) -> Router<S> {
         &csp,
         include_bytes!("../web/vendor/hls.min.js"),
     );
+    let dash = file(
+        "text/javascript; charset=utf-8",
+        &csp,
+        include_bytes!("../web/vendor/dash.all.min.js"),
+    );
     let tus = file(
         "text/javascript; charset=utf-8",
         &csp,
@@ -105,6 +110,10 @@ pub fn router<S: Clone + Send + Sync + 'static>(csp: &str) -> Router<S> {
         .route("/web/app.js", get(move || async move { js }))
         .route("/web/style.css", get(move || async move { css }))
         .route("/web/vendor/hls.min.js", get(move || async move { hls }))
+        .route(
+            "/web/vendor/dash.all.min.js",
+            get(move || async move { dash }),
+        )
         .route("/web/vendor/tus.min.js", get(move || async move { tus }))
 }
 

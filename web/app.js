@@ -1,11 +1,12 @@
 // vodfarm dev page: search with highlighted results and as-you-type
 // titles, videos with live status, tus uploads that resume after a reload,
-// an hls.js player with a quality menu and sprite previews, and the job
+// an hls.js / dash.js player with quality and captions menus and sprite
+// previews (`#video=ID&protocol=dash` opens a video over DASH), and the job
 // queue. Plain browser JavaScript: no build step, scripts vendored.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { token: null, channel: null, selected: null, hls: null, storyboard: [], dev: false };
+const state = { token: null, channel: null, selected: null, hls: null, dash: null, storyboard: [], dev: false };
 
 async function api(path, options = {}) {
   const headers = Object.assign({ "Content-Type": "application/json" }, options.headers || {});
@@ -138,8 +139,10 @@ async function refreshVideos() {
     tbody.appendChild(tr);
   }
   if (!state.selected) {
-    const first = (page.videos || []).find((v) => v.status === "ready");
-    if (first) play(first.video_id);
+    const wanted = fromHash();
+    const ready = (page.videos || []).filter((v) => v.status === "ready");
+    const first = ready.find((v) => v.video_id === wanted.video) || ready[0];
+    if (first) play(first.video_id, first.video_id === wanted.video ? wanted.protocol : null);
   }
 }
 
@@ -162,40 +165,109 @@ function parseStoryboard(text, base) {
   return cues;
 }
 
-async function play(videoId) {
+// The video and protocol the address asks for: `#video=ID&protocol=dash`.
+function fromHash() {
+  const p = new URLSearchParams(location.hash.slice(1));
+  return { video: p.get("video"), protocol: p.get("protocol") };
+}
+
+function fillQualities(levels) {
+  const sel = $("quality");
+  sel.innerHTML = "<option value='-1'>Auto</option>";
+  levels.forEach((l, i) => {
+    const o = document.createElement("option");
+    o.value = i;
+    o.textContent = l.height + "p (" + Math.round(l.bitrate / 1000) + " kb/s)";
+    sel.appendChild(o);
+  });
+}
+
+// Captions: the video's subtitle tracks (GET …/subtitles) as <track>s the
+// browser renders itself, whichever protocol plays; the menu picks one.
+async function loadCaptions(videoId) {
+  const video = $("video");
+  video.querySelectorAll("track").forEach((t) => t.remove());
+  const sel = $("captions");
+  sel.innerHTML = "<option value=''>Off</option>";
+  let list = [];
+  try {
+    list = (await api("/v1/videos/" + encodeURIComponent(videoId) + "/subtitles")).subtitles || [];
+  } catch (_) { /* captions are optional */ }
+  for (const s of list) {
+    const t = document.createElement("track");
+    t.kind = "subtitles";
+    t.srclang = s.lang;
+    t.label = s.label;
+    t.src = s.url;
+    t.dataset.lang = s.lang;
+    video.appendChild(t);
+    const o = document.createElement("option");
+    o.value = s.lang;
+    o.textContent = s.label;
+    sel.appendChild(o);
+  }
+}
+
+$("captions").addEventListener("change", (ev) => {
+  for (const t of $("video").querySelectorAll("track")) {
+    t.track.mode = t.dataset.lang === ev.target.value ? "showing" : "disabled";
+  }
+});
+
+$("protocol").addEventListener("change", (ev) => {
+  if (state.selected) play(state.selected, ev.target.value);
+});
+
+async function play(videoId, protocol) {
   state.selected = videoId;
   const v = await api("/v1/videos/" + encodeURIComponent(videoId));
   const playback = v.playback || {};
   const master = playback.master_url || playback.hls_url || v.playback_url;
   if (!master) return;
+  const dashUrl = playback.dash_url;
+  const useDash = protocol === "dash" && dashUrl && window.dashjs;
+  $("protocol").querySelector("option[value=dash]").disabled = !dashUrl;
+  $("protocol").value = useDash ? "dash" : "hls";
   $("player-title").textContent = v.title;
-  $("player-links").textContent = "master.m3u8: " + master;
+  $("player-links").textContent = useDash ? "manifest.mpd: " + dashUrl : "master.m3u8: " + master;
   const video = $("video");
   // The poster: the default thumbnail (a frame from the video) until the
   // first frame plays, so the player never starts as a black box.
   const poster = playback.thumbnail_url ||
     ((v.thumbnails || []).find((t) => t.kind === "default") || {}).url;
   if (poster) video.poster = poster; else video.removeAttribute("poster");
-  if (state.hls) state.hls.destroy();
-  const hls = new Hls({ capLevelToPlayerSize: false });
-  state.hls = hls;
-  hls.loadSource(master);
-  hls.attachMedia(video);
-  hls.on(Hls.Events.MANIFEST_PARSED, (_, data) => {
-    const sel = $("quality");
-    sel.innerHTML = "<option value='-1'>Auto</option>";
-    data.levels.forEach((l, i) => {
-      const o = document.createElement("option");
-      o.value = i;
-      o.textContent = l.height + "p (" + Math.round(l.bitrate / 1000) + " kb/s)";
-      sel.appendChild(o);
+  if (state.hls) { state.hls.destroy(); state.hls = null; }
+  if (state.dash) { state.dash.reset(); state.dash = null; }
+  await loadCaptions(videoId);
+  if (useDash) {
+    const player = dashjs.MediaPlayer().create();
+    // Captions come from the <track>s (the same files the MPD lists).
+    player.updateSettings({ streaming: { text: { defaultEnabled: false } } });
+    state.dash = player;
+    player.on(dashjs.MediaPlayer.events.STREAM_INITIALIZED, () => {
+      fillQualities(player.getBitrateInfoListFor("video"));
     });
-    video.play().catch(() => {});
-  });
-  hls.on(Hls.Events.LEVEL_SWITCHED, (_, data) => {
-    const l = hls.levels[data.level];
-    $("level-info").textContent = l ? "playing " + l.height + "p" : "";
-  });
+    player.on(dashjs.MediaPlayer.events.QUALITY_CHANGE_RENDERED, (e) => {
+      if (e.mediaType !== "video") return;
+      const l = player.getBitrateInfoListFor("video")[e.newQuality];
+      $("level-info").textContent = l ? "playing " + l.height + "p (DASH)" : "";
+    });
+    player.initialize(video, dashUrl, true);
+  } else {
+    // Captions from the <track>s here too, not the master's SUBTITLES group.
+    const hls = new Hls({ capLevelToPlayerSize: false, enableWebVTT: false });
+    state.hls = hls;
+    hls.loadSource(master);
+    hls.attachMedia(video);
+    hls.on(Hls.Events.MANIFEST_PARSED, (_, data) => {
+      fillQualities(data.levels);
+      video.play().catch(() => {});
+    });
+    hls.on(Hls.Events.LEVEL_SWITCHED, (_, data) => {
+      const l = hls.levels[data.level];
+      $("level-info").textContent = l ? "playing " + l.height + "p" : "";
+    });
+  }
   state.storyboard = [];
   const sbThumb = (v.thumbnails || []).find((t) => t.kind === "storyboard");
   const sb = sbThumb ? sbThumb.url : null;
@@ -208,7 +280,12 @@ async function play(videoId) {
 }
 
 $("quality").addEventListener("change", (ev) => {
-  if (state.hls) state.hls.currentLevel = parseInt(ev.target.value, 10);
+  const level = parseInt(ev.target.value, 10);
+  if (state.hls) state.hls.currentLevel = level;
+  if (state.dash) {
+    state.dash.updateSettings({ streaming: { abr: { autoSwitchBitrate: { video: level < 0 } } } });
+    if (level >= 0) state.dash.setQualityFor("video", level);
+  }
 });
 
 const video = $("video");
@@ -256,7 +333,8 @@ $("upload-form").addEventListener("submit", async (ev) => {
     if (!grant) {
       grant = await api("/v1/videos", { method: "POST", body: JSON.stringify({
         channel_id: state.channel, title: $("title").value, description: "", tags: [],
-        privacy: $("privacy").value, filename: file.name, size_bytes: file.size }) });
+        privacy: $("privacy").value, packaging: $("packaging").value,
+        filename: file.name, size_bytes: file.size }) });
       localStorage.setItem(fileKey(file), JSON.stringify(grant));
     } else {
       status.textContent = "resuming…";

@@ -8,7 +8,9 @@
 //!   password policy, hashing, and password changes; [`tokens`]: listing
 //!   and revoking tokens (log-out); [`channels`]: channels and their
 //!   video pages; [`videos`]: a video's metadata, playback URLs, edits
-//!   and deletion; `validate.rs`: the text checks they share.
+//!   and deletion; [`subtitles`]: a video's subtitle tracks (checked and
+//!   converted by [`webvtt`], listed in the playlists by `manifests.rs`);
+//!   `validate.rs`: the text checks they share.
 //!
 //! Dependencies inside the crate point one way: routes → handlers →
 //! {state, validate}; no handler module imports another's routes.
@@ -20,12 +22,15 @@
 
 pub mod accounts;
 pub mod channels;
+mod manifests;
 pub mod passwords;
 mod routes;
 mod state;
+pub mod subtitles;
 pub mod tokens;
 mod validate;
 pub mod videos;
+pub mod webvtt;
 
 pub use routes::router;
 pub use state::{CatalogSettings, CatalogState};

@@ -1,12 +1,14 @@
 //! The catalog's HTTP routes. Uploads live in the coordinator crate.
 
 use crate::state::CatalogState;
-use crate::{accounts, channels, passwords, tokens, videos};
+use crate::{accounts, channels, passwords, subtitles, tokens, videos};
 use axum::routing::{delete, get, post, put};
 use axum::Router;
 
 /// The routes: `/v1/users`, `/v1/tokens…`, `/v1/me/password`,
-/// `/v1/channels…`, `GET|PATCH|DELETE /v1/videos/{video_id}`.
+/// `/v1/channels…`, `GET|PATCH|DELETE /v1/videos/{video_id}`,
+/// `GET /v1/videos/{video_id}/subtitles`,
+/// `PUT|DELETE /v1/videos/{video_id}/subtitles/{lang}`.
 pub fn router(state: CatalogState) -> Router {
     Router::new()
         .route("/v1/users", post(accounts::create_user))
@@ -28,6 +30,14 @@ pub fn router(state: CatalogState) -> Router {
             get(videos::get_video)
                 .patch(videos::patch_video)
                 .delete(videos::delete_video),
+        )
+        .route(
+            "/v1/videos/{video_id}/subtitles",
+            get(subtitles::list_subtitles),
+        )
+        .route(
+            "/v1/videos/{video_id}/subtitles/{lang}",
+            put(subtitles::put_subtitle).delete(subtitles::delete_subtitle),
         )
         .with_state(state)
 }

@@ -17,6 +17,8 @@ pub struct CatalogSettings {
     pub playback_token_ttl: Duration,
     /// How long a user token lasts.
     pub token_ttl: Duration,
+    /// The largest subtitle file accepted (bytes).
+    pub max_subtitle_size: u64,
 }
 
 /// Shared state of the catalog handlers.

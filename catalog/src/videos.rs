@@ -58,6 +58,8 @@ pub struct ThumbnailView {
 pub struct PlaybackView {
     /// The HLS master playlist.
     pub hls_url: String,
+    /// The DASH MPD (CMAF videos only).
+    pub dash_url: Option<String>,
     /// The poster image.
     pub thumbnail_url: String,
     /// When the URLs' token expires (private videos only).
@@ -92,6 +94,8 @@ pub struct VideoView {
     pub category: Option<String>,
     /// `public`, `unlisted`, `private`.
     pub privacy: String,
+    /// `ts` or `cmaf`.
+    pub packaging: String,
     /// `uploading`, `processing`, `ready`, `failed`.
     pub status: String,
     /// 0..=100.
@@ -145,16 +149,16 @@ pub struct VideoSummary {
     pub published_at: Option<DateTime<Utc>>,
 }
 
-struct VideoRow {
-    id: i64,
-    owner: i64,
-    view: VideoView,
+pub(crate) struct VideoRow {
+    pub(crate) id: i64,
+    pub(crate) owner: i64,
+    pub(crate) view: VideoView,
 }
 
 const VIDEO_SELECT: &str = "SELECT v.id, v.video_id, c.channel_id, c.user_id AS owner, v.title,
         v.description, v.tags, v.category, v.privacy, v.status, v.processing_progress,
         v.processing_error, v.duration_seconds, v.original_filename, v.original_size_bytes,
-        v.uploaded_at, v.published_at, v.view_count, v.like_count
+        v.uploaded_at, v.published_at, v.view_count, v.like_count, v.packaging
  FROM videos v JOIN channels c ON c.id = v.channel_id WHERE v.video_id = $1";
 
 fn video_from_row(r: &PgRow) -> Result<VideoRow, sqlx::Error> {
@@ -173,6 +177,7 @@ fn video_from_row(r: &PgRow) -> Result<VideoRow, sqlx::Error> {
             privacy: r
                 .try_get::<Option<String>, _>("privacy")?
                 .unwrap_or_else(|| "public".into()),
+            packaging: r.try_get("packaging")?,
             status: r
                 .try_get::<Option<String>, _>("status")?
                 .unwrap_or_else(|| "uploading".into()),
@@ -197,7 +202,7 @@ fn video_from_row(r: &PgRow) -> Result<VideoRow, sqlx::Error> {
 
 /// Loads a video the viewer may see: 404 for unknown, deleted, and other
 /// people's private videos (their existence is not revealed).
-async fn visible_video(
+pub(crate) async fn visible_video(
     s: &CatalogState,
     video_id: &str,
     viewer: Option<&AuthUser>,
@@ -220,7 +225,7 @@ async fn visible_video(
     Ok(v)
 }
 
-fn forbidden() -> ApiError {
+pub(crate) fn forbidden() -> ApiError {
     ApiError::new(
         StatusCode::FORBIDDEN,
         "forbidden",
@@ -228,19 +233,28 @@ fn forbidden() -> ApiError {
     )
 }
 
+/// The query the origin URLs of a video carry: `?token=…` and its expiry
+/// for a private video, nothing otherwise.
+pub(crate) fn playback_query(
+    s: &CatalogState,
+    video_id: &str,
+    private: bool,
+) -> (String, Option<DateTime<Utc>>) {
+    if !private {
+        return (String::new(), None);
+    }
+    let exp = Utc::now()
+        + chrono::Duration::from_std(s.settings.playback_token_ttl)
+            .unwrap_or(chrono::Duration::hours(6));
+    let token = sign_playback_token(&s.settings.signing_secret, video_id, exp.timestamp());
+    (format!("?token={token}"), Some(exp))
+}
+
 /// Adds encodings, thumbnails, playback URLs and the upload to a view.
 async fn complete_view(s: &CatalogState, v: &mut VideoRow, is_owner: bool) -> Result<(), ApiError> {
     let origin = s.settings.public_origin_url.trim_end_matches('/');
     let id = v.view.video_id.clone();
-    let (query, expires_at) = if v.view.privacy == "private" {
-        let exp = Utc::now()
-            + chrono::Duration::from_std(s.settings.playback_token_ttl)
-                .unwrap_or(chrono::Duration::hours(6));
-        let token = sign_playback_token(&s.settings.signing_secret, &id, exp.timestamp());
-        (format!("?token={token}"), Some(exp))
-    } else {
-        (String::new(), None)
-    };
+    let (query, expires_at) = playback_query(s, &id, v.view.privacy == "private");
     let ready = v.view.status == "ready";
     let rows = sqlx::query(
         "SELECT resolution, codec, container, bitrate, width, height, segment_duration
@@ -297,6 +311,8 @@ async fn complete_view(s: &CatalogState, v: &mut VideoRow, is_owner: bool) -> Re
     if ready {
         v.view.playback = Some(PlaybackView {
             hls_url: format!("{origin}/v/{id}/master.m3u8{query}"),
+            dash_url: (v.view.packaging == "cmaf")
+                .then(|| format!("{origin}/v/{id}/manifest.mpd{query}")),
             thumbnail_url: format!("{origin}/t/{id}/default.jpg{query}"),
             expires_at,
         });
@@ -508,7 +524,9 @@ pub async fn purge(s: &CatalogState, video: i64, video_id: &str) -> Result<(), S
         layout::thumbnails_prefix(video_id)
             .map_err(|e| e.to_string())?
             .to_string(),
-        format!("subtitles/{video_id}/"),
+        layout::subtitles_prefix(video_id)
+            .map_err(|e| e.to_string())?
+            .to_string(),
     ];
     for p in &prefixes {
         s.store.delete_prefix(p).await.map_err(|e| e.to_string())?;

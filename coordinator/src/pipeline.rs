@@ -15,6 +15,7 @@ use serde_json::json;
 use vodfarm_core::jobs::JobType;
 use vodfarm_core::ladder::RenditionLadder;
 use vodfarm_core::layout::{self, LayoutError, ObjectKey};
+use vodfarm_core::playlists::Packaging;
 
 /// Default HLS segment duration, seconds (the seed's default).
 pub const DEFAULT_SEGMENT_SECONDS: u32 = 10;
@@ -31,6 +32,7 @@ pub fn upload_jobs(
     original: &ObjectKey,
     ladder: &RenditionLadder,
     segment_seconds: u32,
+    packaging: Packaging,
     priority: i32,
 ) -> Result<Vec<NewJob>, LayoutError> {
     let encoded = layout::encoded_prefix(video_id)?;
@@ -49,7 +51,7 @@ pub fn upload_jobs(
         job(
             JobType::Transcode,
             &encoded,
-            json!({ "ladder": ladder, "segment_duration": segment_seconds }),
+            json!({ "ladder": ladder, "segment_duration": segment_seconds, "packaging": packaging }),
             vec![],
         ),
         job(
@@ -61,7 +63,7 @@ pub fn upload_jobs(
         job(
             JobType::Manifest,
             &encoded,
-            json!({ "segment_duration": segment_seconds }),
+            json!({ "segment_duration": segment_seconds, "packaging": packaging }),
             vec![0],
         ),
     ])
@@ -74,7 +76,15 @@ mod tests {
     #[test]
     fn manifest_waits_for_transcode() {
         let original = layout::original("v_abc", "mp4").unwrap();
-        let jobs = upload_jobs("v_abc", &original, &RenditionLadder::default(), 6, 0).unwrap();
+        let jobs = upload_jobs(
+            "v_abc",
+            &original,
+            &RenditionLadder::default(),
+            6,
+            Packaging::Ts,
+            0,
+        )
+        .unwrap();
         assert_eq!(jobs.len(), 3);
         assert_eq!(jobs[2].job_type, JobType::Manifest);
         assert_eq!(jobs[2].depends_on, vec![0]);

@@ -5,8 +5,11 @@
 //! encoded/{id}/master.m3u8
 //! encoded/{id}/{rendition}/playlist.m3u8
 //! encoded/{id}/{rendition}/segment_{n}.ts
+//! encoded/{id}/{rendition|audio}/init.mp4 | segment_{n}.m4s   (CMAF)
+//! encoded/{id}/manifest.mpd                                   (CMAF)
 //! thumbnails/{id}/thumb_{n}.jpg | default.jpg | sprite.jpg | storyboard.vtt
-//! subtitles/{id}/{lang}.vtt
+//! encoded/{id}/renditions.json | subtitles.json   (sidecars, not served)
+//! subtitles/{id}/{lang}.vtt | {lang}.m3u8
 //! uploads/{session}/tail_{part}     (bytes of an unfinished tus part)
 //! ```
 //!
@@ -71,7 +74,8 @@ pub fn is_valid_rendition(name: &str) -> bool {
 }
 
 fn rendition(name: &str) -> Result<&str, LayoutError> {
-    if is_valid_rendition(name) {
+    // A CMAF video's shared audio track has a directory of its own.
+    if is_valid_rendition(name) || name == crate::playlists::AUDIO_TRACK {
         Ok(name)
     } else {
         Err(LayoutError::Rendition)
@@ -144,6 +148,33 @@ pub fn segment(video_id: &str, rung: &str, n: u32) -> Result<ObjectKey, LayoutEr
     )))
 }
 
+/// `encoded/{id}/{rendition}/init.mp4`: a CMAF track's init segment
+/// (`rendition` may be `audio`, the shared audio track).
+pub fn cmaf_init(video_id: &str, rung: &str) -> Result<ObjectKey, LayoutError> {
+    Ok(ObjectKey(format!(
+        "encoded/{}/{}/init.mp4",
+        video(video_id)?,
+        rendition(rung)?
+    )))
+}
+
+/// `encoded/{id}/{rendition}/segment_{n}.m4s`: a CMAF media segment.
+pub fn cmaf_segment(video_id: &str, rung: &str, n: u32) -> Result<ObjectKey, LayoutError> {
+    Ok(ObjectKey(format!(
+        "encoded/{}/{}/segment_{n}.m4s",
+        video(video_id)?,
+        rendition(rung)?
+    )))
+}
+
+/// `encoded/{id}/manifest.mpd`: a CMAF video's DASH manifest.
+pub fn dash_manifest(video_id: &str) -> Result<ObjectKey, LayoutError> {
+    Ok(ObjectKey(format!(
+        "encoded/{}/manifest.mpd",
+        video(video_id)?
+    )))
+}
+
 /// `thumbnails/{id}/`.
 pub fn thumbnails_prefix(video_id: &str) -> Result<ObjectKey, LayoutError> {
     Ok(ObjectKey(format!("thumbnails/{}/", video(video_id)?)))
@@ -178,16 +209,46 @@ pub fn thumb_file(video_id: &str, file: ThumbFile) -> Result<ObjectKey, LayoutEr
     Ok(ObjectKey(format!("thumbnails/{}/{name}", video(video_id)?)))
 }
 
-/// `subtitles/{id}/{lang}.vtt`; `lang` is a BCP 47-like tag (`en`, `pt-BR`).
-pub fn subtitles(video_id: &str, lang: &str) -> Result<ObjectKey, LayoutError> {
+fn language(lang: &str) -> Result<&str, LayoutError> {
     let ok = (2..=16).contains(&lang.len())
         && lang.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
         && !lang.starts_with('-');
-    if !ok {
-        return Err(LayoutError::Language);
+    if ok {
+        Ok(lang)
+    } else {
+        Err(LayoutError::Language)
     }
+}
+
+/// `subtitles/{id}/{lang}.vtt`; `lang` is a BCP 47-like tag (`en`, `pt-BR`).
+pub fn subtitles(video_id: &str, lang: &str) -> Result<ObjectKey, LayoutError> {
     Ok(ObjectKey(format!(
-        "subtitles/{}/{lang}.vtt",
+        "subtitles/{}/{}.vtt",
+        video(video_id)?,
+        language(lang)?
+    )))
+}
+
+/// `subtitles/{id}/{lang}.m3u8`: the WebVTT media playlist the HLS master
+/// points at for track `lang`.
+pub fn subtitle_playlist(video_id: &str, lang: &str) -> Result<ObjectKey, LayoutError> {
+    Ok(ObjectKey(format!(
+        "subtitles/{}/{}.m3u8",
+        video(video_id)?,
+        language(lang)?
+    )))
+}
+
+/// `subtitles/{id}/`.
+pub fn subtitles_prefix(video_id: &str) -> Result<ObjectKey, LayoutError> {
+    Ok(ObjectKey(format!("subtitles/{}/", video(video_id)?)))
+}
+
+/// `encoded/{id}/subtitles.json`: the api's record of a video's subtitle
+/// tracks, which the manifest job lists in `master.m3u8`. Not served.
+pub fn subtitles_sidecar(video_id: &str) -> Result<ObjectKey, LayoutError> {
+    Ok(ObjectKey(format!(
+        "encoded/{}/subtitles.json",
         video(video_id)?
     )))
 }
@@ -247,6 +308,14 @@ mod tests {
             subtitles(id, "pt-BR").unwrap().as_str(),
             "subtitles/v_abcDEF123-_/pt-BR.vtt"
         );
+        assert_eq!(
+            subtitle_playlist(id, "en").unwrap().as_str(),
+            "subtitles/v_abcDEF123-_/en.m3u8"
+        );
+        assert!(subtitle_playlist(id, "en")
+            .unwrap()
+            .as_str()
+            .starts_with(subtitles_prefix(id).unwrap().as_str()));
     }
 
     #[test]

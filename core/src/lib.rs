@@ -5,6 +5,9 @@
 //! - [`jobs`]: job types and states, and the worker ⇄ coordinator wire
 //!   protocol (lease, heartbeat, complete, fail).
 //! - [`layout`]: the object-key layout. Nothing else builds object keys.
+//! - [`dash`]: the DASH MPD of a CMAF video.
+//! - [`playlists`]: the renditions/subtitles sidecars and the HLS master
+//!   and media playlists built from them (worker and api both write them).
 //! - [`ladder`]: the rendition ladder (240p/720p/1080p by default).
 //! - [`config`]: helpers for flags and env vars.
 //! - [`http`]: the JSON error body every HTTP API answers with.
@@ -23,11 +26,13 @@
 
 pub mod auth;
 pub mod config;
+pub mod dash;
 pub mod http;
 pub mod ids;
 pub mod jobs;
 pub mod ladder;
 pub mod layout;
+pub mod playlists;
 pub mod serve;
 pub mod signing;
 pub mod store;

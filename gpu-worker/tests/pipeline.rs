@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 use vodfarm_core::ladder::RenditionLadder;
+use vodfarm_core::playlists::Packaging;
 use vodfarm_gpu_worker::media::probe::Limits;
 use vodfarm_gpu_worker::media::stages::StageChoice;
 use vodfarm_gpu_worker::media::thumbs::{thumbnails, ThumbnailRequest};
@@ -68,6 +69,7 @@ fn a_one_second_source_becomes_segments_and_thumbnails() {
         preset: "ultrafast".into(),
         stages: StageChoice::SOFTWARE,
         limits: Limits::default(),
+        packaging: Packaging::Ts,
     };
     let out = transcode(&request, &JobControl::default(), move |s| {
         seen.lock().unwrap().push(s);
@@ -123,6 +125,7 @@ fn junk_is_refused_as_bad_input() {
             preset: "ultrafast".into(),
             stages: StageChoice::SOFTWARE,
             limits: Limits::default(),
+            packaging: Packaging::Ts,
         };
         let err = transcode(&request, &JobControl::default(), |_| Ok(())).unwrap_err();
         assert!(err.is_bad_input(), "{err}");

@@ -38,8 +38,10 @@ pub struct Route {
     pub video_id: String,
     /// The object to serve.
     pub key: ObjectKey,
-    /// Whether it is a playlist (short cache lifetime) rather than an
-    /// immutable segment or image.
+    /// Whether it is a playlist or another file that can change under
+    /// its URL (subtitles): short cache lifetime, rather than an
+    /// immutable segment or image. Only `.m3u8` ones get a viewer's token
+    /// added to their URIs.
     pub is_playlist: bool,
 }
 
@@ -47,7 +49,10 @@ pub struct Route {
 /// not one of the seed's routes:
 /// `/v/{id}/master.m3u8`, `/v/{id}/{rendition}/playlist.m3u8`,
 /// `/v/{id}/{rendition}/segment_{n}.ts`, `/t/{id}/default.jpg`,
-/// `/t/{id}/sprite.jpg`, `/t/{id}/storyboard.vtt`, `/s/{id}/{lang}.vtt`.
+/// `/t/{id}/sprite.jpg`, `/t/{id}/storyboard.vtt`, `/s/{id}/{lang}.vtt`,
+/// `/s/{id}/{lang}.m3u8` (the WebVTT playlist the HLS master points at),
+/// and a CMAF video's `/v/{id}/manifest.mpd`,
+/// `/v/{id}/{rendition|audio}/init.mp4` and `…/segment_{n}.m4s`.
 ///
 /// The path is matched raw (not percent-decoded): an encoded dot, slash
 /// or NUL is simply not a valid id or name, so it cannot reach a key.
@@ -58,13 +63,25 @@ pub fn route(path: &str) -> Option<Route> {
     let parts: Vec<&str> = path.strip_prefix('/')?.split('/').collect();
     let (id, key, is_playlist) = match parts.as_slice() {
         ["v", id, "master.m3u8"] => (*id, layout::master_playlist(id).ok()?, true),
+        ["v", id, "manifest.mpd"] => (*id, layout::dash_manifest(id).ok()?, true),
         ["v", id, rung, "playlist.m3u8"] => (*id, layout::rendition_playlist(id, rung).ok()?, true),
+        ["v", id, rung, "init.mp4"] => (*id, layout::cmaf_init(id, rung).ok()?, false),
         ["v", id, rung, file] => {
-            let n = file.strip_prefix("segment_")?.strip_suffix(".ts")?;
+            let n = file.strip_prefix("segment_")?;
+            let (n, cmaf) = match n.strip_suffix(".ts") {
+                Some(n) => (n, false),
+                None => (n.strip_suffix(".m4s")?, true),
+            };
             if n.is_empty() || n.len() > 6 || !n.bytes().all(|b| b.is_ascii_digit()) {
                 return None;
             }
-            (*id, layout::segment(id, rung, n.parse().ok()?).ok()?, false)
+            let n = n.parse().ok()?;
+            let key = if cmaf {
+                layout::cmaf_segment(id, rung, n)
+            } else {
+                layout::segment(id, rung, n)
+            };
+            (*id, key.ok()?, false)
         }
         ["t", id, "default.jpg"] => (*id, layout::thumb_file(id, ThumbFile::Default).ok()?, false),
         ["t", id, "sprite.jpg"] => (*id, layout::thumb_file(id, ThumbFile::Sprite).ok()?, false),
@@ -73,11 +90,16 @@ pub fn route(path: &str) -> Option<Route> {
             layout::thumb_file(id, ThumbFile::Storyboard).ok()?,
             false,
         ),
-        ["s", id, file] => (
-            *id,
-            layout::subtitles(id, file.strip_suffix(".vtt")?).ok()?,
-            false,
-        ),
+        // Subtitles can be replaced under the same URL: cached like
+        // playlists (short-lived, revalidated), not like segments.
+        ["s", id, file] => match file.strip_suffix(".vtt") {
+            Some(lang) => (*id, layout::subtitles(id, lang).ok()?, true),
+            None => (
+                *id,
+                layout::subtitle_playlist(id, file.strip_suffix(".m3u8")?).ok()?,
+                true,
+            ),
+        },
         _ => return None,
     };
     Some(Route {
@@ -286,6 +308,26 @@ mod tests {
             route("/s/v_abc/en.vtt").unwrap().key.as_str(),
             "subtitles/v_abc/en.vtt"
         );
+        assert!(route("/s/v_abc/en.vtt").unwrap().is_playlist);
+        assert_eq!(
+            route("/s/v_abc/pt-BR.m3u8").unwrap().key.as_str(),
+            "subtitles/v_abc/pt-BR.m3u8"
+        );
+        assert!(route("/s/v_abc/en.json").is_none());
+        assert_eq!(
+            route("/v/v_abc/manifest.mpd").unwrap().key.as_str(),
+            "encoded/v_abc/manifest.mpd"
+        );
+        assert!(route("/v/v_abc/manifest.mpd").unwrap().is_playlist);
+        assert_eq!(
+            route("/v/v_abc/audio/init.mp4").unwrap().key.as_str(),
+            "encoded/v_abc/audio/init.mp4"
+        );
+        let seg = route("/v/v_abc/720p/segment_3.m4s").unwrap();
+        assert_eq!(seg.key.as_str(), "encoded/v_abc/720p/segment_3.m4s");
+        assert!(!seg.is_playlist);
+        assert!(route("/v/v_abc/720p/segment_3.mp4").is_none());
+        assert!(route("/v/v_abc/video/init.mp4").is_none());
     }
 
     #[test]

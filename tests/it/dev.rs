@@ -391,6 +391,23 @@ fn dev_runs_everything_and_the_page_plays_and_uploads() {
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
         });
+        // The page uploaded it as CMAF: it plays over DASH with dash.js
+        // in chromium, and its captions show.
+        let dash = Command::new("node")
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/web"))
+            .arg("tests/dash.mjs")
+            .arg(&page)
+            .arg(&shots)
+            .arg(uploaded.trim())
+            .output()
+            .expect("node");
+        let report = String::from_utf8_lossy(&dash.stdout);
+        println!("{report}{}", String::from_utf8_lossy(&dash.stderr));
+        assert!(
+            dash.status.success(),
+            "DASH browser checks failed:\n{report}"
+        );
+        assert!(shots.join("06-dash-captions.png").exists());
     }));
     let status = dev.terminate();
     if let Err(panic) = result {

@@ -7,7 +7,9 @@
 //! and ffmpeg plays its master playlist through the shield to the end.
 //! A worker is SIGKILLed in the middle of a transcode and leaves no
 //! trace; a corrupt upload fails with a clear message; a deleted video is
-//! 404 at the shield within a second.
+//! 404 at the shield within a second. Captions added while a video
+//! processes and after it is ready are listed by its master playlist at
+//! the shield at once (NOTIFY) and read back by ffmpeg.
 //!
 //! Redis is not started: no role uses it yet.
 
@@ -177,6 +179,19 @@ impl Farm {
     /// Initiates a video (`POST /v1/videos`) and uploads `file` to it with
     /// tuspy in 1 MiB chunks; returns the video's id.
     async fn upload(&self, token: &str, channel: &str, title: &str, file: &Path) -> Result<String> {
+        self.upload_packaged(token, channel, title, file, None)
+            .await
+    }
+
+    /// [`upload`](Self::upload), choosing the packaging (`ts`, `cmaf`).
+    async fn upload_packaged(
+        &self,
+        token: &str,
+        channel: &str,
+        title: &str,
+        file: &Path,
+        packaging: Option<&str>,
+    ) -> Result<String> {
         let size = std::fs::metadata(file)?.len();
         let filename = file.file_name().unwrap().to_string_lossy().into_owned();
         let created = self
@@ -185,7 +200,7 @@ impl Farm {
                 Some(token),
                 json!({"channel_id": channel, "title": title, "description": "e2e",
                        "tags": ["e2e"], "privacy": "public", "filename": filename,
-                       "size_bytes": size}),
+                       "size_bytes": size, "packaging": packaging}),
                 201,
             )
             .await?;
@@ -276,6 +291,63 @@ impl Farm {
         let status = r.status().as_u16();
         Ok((status, r.bytes().await?))
     }
+}
+
+/// Captions as a creator's SRT file.
+const SUBS_SRT: &str = "1\n00:00:00,500 --> 00:00:01,250\nHello from the captions\n";
+
+impl Farm {
+    /// `PUT /v1/videos/{id}/subtitles/{lang}` with `body`, expecting 201.
+    async fn put_subtitles(&self, token: &str, id: &str, lang: &str, body: &str) -> Result<()> {
+        let r = self
+            .http
+            .put(self.api_url(&format!("/v1/videos/{id}/subtitles/{lang}")))
+            .bearer_auth(token)
+            .body(body.to_owned())
+            .send()
+            .await?;
+        let status = r.status().as_u16();
+        ensure!(status == 201, "PUT subtitles: {status} {}", r.text().await?);
+        Ok(())
+    }
+}
+
+/// The master lists one subtitle track, whose WebVTT playlist ffmpeg reads
+/// through the shield to the cue the creator uploaded.
+async fn check_subtitles(farm: &Farm, id: &str, master: &str) -> Result<()> {
+    let uri = master
+        .lines()
+        .find(|l| l.starts_with("#EXT-X-MEDIA:TYPE=SUBTITLES,"))
+        .and_then(|l| l.split("URI=\"").nth(1))
+        .and_then(|u| u.split('"').next())
+        .with_context(|| format!("no subtitle track in\n{master}"))?;
+    ensure!(master.contains(",SUBTITLES=\"subs\"\n"), "{master}");
+    let url = reqwest::Url::parse(&farm.shield.url(&format!("/v/{id}/master.m3u8")))?.join(uri)?;
+    let out = tokio::process::Command::new("ffmpeg")
+        .args([
+            "-nostdin",
+            "-v",
+            "error",
+            "-xerror",
+            "-i",
+            url.as_str(),
+            "-f",
+            "webvtt",
+            "-",
+        ])
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .context("run ffmpeg")?;
+    let vtt = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.success() && vtt.contains("00:00.500 --> 00:01.250\nHello from the captions"),
+        "subtitles of {id} through the shield ({url}): {}\n{vtt}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
 }
 
 /// One uploaded source and what it should become.
@@ -470,10 +542,20 @@ async fn upload_transcode_play_through_the_shield_survive_a_killed_worker_and_de
             .upload(&token, &channel, c.source.name, &c.path)
             .await?;
     }
+    // Captions added while the silent video is still processing: its
+    // manifest job lists them.
+    let captioned_early = cases[2].video_id.clone();
+    farm.put_subtitles(&token, &captioned_early, "en", SUBS_SRT)
+        .await?;
     let corrupt_id = farm.upload(&token, &channel, "corrupt", &corrupt).await?;
+    // The landscape source once more, packaged as CMAF.
+    let cmaf_id = farm
+        .upload_packaged(&token, &channel, "cmaf", &cases[1].path, Some("cmaf"))
+        .await?;
 
     let mut ids: Vec<&str> = cases.iter().map(|c| c.video_id.as_str()).collect();
     ids.push(&corrupt_id);
+    ids.push(&cmaf_id);
     let views = farm.settle(&token, &ids).await?;
 
     // 3. The corrupt upload failed, clearly, without retries.
@@ -538,6 +620,10 @@ async fn upload_transcode_play_through_the_shield_survive_a_killed_worker_and_de
             assert!(!master.contains("mp4a"), "{name}: no audio\n{master}");
         }
 
+        if c.video_id == captioned_early {
+            check_subtitles(&farm, &c.video_id, &master).await?;
+        }
+
         let reached = play(hls).await?;
         eprintln!(
             "{name}: played to {reached:.3} s through the shield (source {:.3} s)",
@@ -558,6 +644,99 @@ async fn upload_transcode_play_through_the_shield_survive_a_killed_worker_and_de
             > 0.0,
         "the shield's misses went to the origin"
     );
+
+    // 4a. The CMAF video plays through the shield over HLS (version 7,
+    // fMP4) and over DASH; ffprobe reads every representation of its MPD;
+    // captions added to it are in its MPD at once.
+    let v = &views[&cmaf_id];
+    assert_eq!(v["status"], "ready", "cmaf: {v}");
+    assert_eq!(v["packaging"], "cmaf", "{v}");
+    let hls = v["playback"]["hls_url"].as_str().context("hls_url")?;
+    let dash = v["playback"]["dash_url"].as_str().context("dash_url")?;
+    assert_eq!(
+        dash,
+        format!("{}/v/{cmaf_id}/manifest.mpd", farm.shield.base)
+    );
+    let (_, master) = farm
+        .shield_get(&format!("/v/{cmaf_id}/master.m3u8"))
+        .await?;
+    let master = String::from_utf8(master.to_vec())?;
+    assert!(
+        master.contains("#EXT-X-VERSION:7\n") && master.contains("TYPE=AUDIO"),
+        "{master}"
+    );
+    let (status, media) = farm
+        .shield_get(&format!("/v/{cmaf_id}/240p/playlist.m3u8"))
+        .await?;
+    assert_eq!(status, 200);
+    assert!(String::from_utf8_lossy(&media).contains("#EXT-X-MAP:URI=\"init.mp4\""));
+    let r = farm
+        .http
+        .get(farm.shield.url(&format!("/v/{cmaf_id}/240p/segment_0.m4s")))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "video/iso.segment");
+    assert_eq!(
+        r.headers()["cache-control"],
+        "public, max-age=31536000, immutable"
+    );
+    let r = farm.http.get(dash).send().await?;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/dash+xml");
+    for url in [hls, dash] {
+        let reached = play(url).await?;
+        eprintln!("cmaf: played {url} to {reached:.3} s through the shield");
+        assert!(
+            (reached - cases[1].duration).abs() <= 0.5,
+            "{url}: {reached}"
+        );
+    }
+    let probe = tokio::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_name",
+            "-of",
+            "csv=p=0",
+            dash,
+        ])
+        .output()
+        .await?;
+    let listed = String::from_utf8_lossy(&probe.stdout);
+    ensure!(
+        probe.status.success() && listed.contains("h264") && listed.contains("aac"),
+        "ffprobe {dash}: {listed}"
+    );
+    farm.put_subtitles(&token, &cmaf_id, "en", SUBS_SRT).await?;
+    let mpd_path = format!("/v/{cmaf_id}/manifest.mpd");
+    origin_support::within(Duration::from_secs(5), "captions in the MPD at the shield", || async {
+        matches!(farm.shield_get(&mpd_path).await, Ok((200, b)) if String::from_utf8_lossy(&b).contains("mimeType=\"text/vtt\" lang=\"en\""))
+    })
+    .await;
+
+    // 4b. Captions added to a ready video whose master the shield has
+    // cached: the shield serves the new master at once (NOTIFY; the
+    // deadline only bounds a loaded machine), and the
+    // video still plays.
+    let captioned_late = &cases[1];
+    let master_path = format!("/v/{}/master.m3u8", captioned_late.video_id);
+    farm.put_subtitles(&token, &captioned_late.video_id, "pt-BR", SUBS_SRT)
+        .await?;
+    let took = origin_support::within(Duration::from_secs(5), "the new master at the shield", || async {
+        matches!(farm.shield_get(&master_path).await, Ok((200, b)) if String::from_utf8_lossy(&b).contains("LANGUAGE=\"pt-BR\""))
+    })
+    .await;
+    eprintln!("captions listed at the shield {took:?} after the PUT");
+    let (_, master) = farm.shield_get(&master_path).await?;
+    check_subtitles(
+        &farm,
+        &captioned_late.video_id,
+        &String::from_utf8(master.to_vec())?,
+    )
+    .await?;
+    play(&farm.shield.url(&master_path)).await?;
 
     // 5. The killed worker left no trace: the job was taken over and
     // completed by the other worker, the store holds exactly the files

@@ -36,6 +36,7 @@ mod origin;
 mod queue;
 mod search;
 mod security;
+mod subtitles;
 mod tidy;
 mod uploads;
 mod worker;

@@ -161,7 +161,8 @@ async fn http_semantics_of_every_route() {
         (format!("/t/{id}/default.jpg"), "image/jpeg", false),
         (format!("/t/{id}/sprite.jpg"), "image/jpeg", false),
         (format!("/t/{id}/storyboard.vtt"), "text/vtt", false),
-        (format!("/s/{id}/en.vtt"), "text/vtt", false),
+        // Subtitles can be replaced: revalidated like playlists.
+        (format!("/s/{id}/en.vtt"), "text/vtt", true),
     ] {
         let r = c.get(o.url(&path)).send().await.unwrap();
         assert_eq!(r.status(), 200, "{path}");

@@ -356,7 +356,15 @@ async fn manifest_waits_for_transcode_and_the_video_becomes_ready_last() {
     let c = CoordinatorProcess::start(&db, &[]).await;
     let (video, video_pub) = insert_video(&db.pool).await;
     let original = layout::original(&video_pub, "mp4").unwrap();
-    let plan = upload_jobs(&video_pub, &original, &RenditionLadder::default(), 6, 0).unwrap();
+    let plan = upload_jobs(
+        &video_pub,
+        &original,
+        &RenditionLadder::default(),
+        6,
+        vodfarm_core::playlists::Packaging::Ts,
+        0,
+    )
+    .unwrap();
     let ids = enqueue(&db.pool, video, &plan).await;
     let (transcode, thumbnail, manifest) = (ids[0], ids[1], ids[2]);
 

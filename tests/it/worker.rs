@@ -31,6 +31,7 @@ async fn submit(
         &original,
         &RenditionLadder::default(),
         segment_seconds,
+        vodfarm_core::playlists::Packaging::Ts,
         0,
     )
     .unwrap();
@@ -570,7 +571,15 @@ async fn through_an_s3_server() {
         .send()
         .await
         .unwrap();
-    let jobs = upload_jobs(&public, &original, &RenditionLadder::default(), 1, 0).unwrap();
+    let jobs = upload_jobs(
+        &public,
+        &original,
+        &RenditionLadder::default(),
+        1,
+        vodfarm_core::playlists::Packaging::Ts,
+        0,
+    )
+    .unwrap();
     enqueue(&db.pool, video, &jobs).await;
     let _worker = WorkerProcess::start(
         &coordinator.base,

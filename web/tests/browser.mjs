@@ -7,7 +7,7 @@
 // 3. the player has the video's thumbnail as its poster, and it loads;
 // 4. the quality menu lists the whole ladder (the demo is 1080p: 240p,
 //    720p and 1080p), and choosing each fetches a segment of it;
-// 5. an upload through the form completes (tus-js-client);
+// 5. an upload through the form (as CMAF) completes (tus-js-client);
 // 6. searching for the demo's title lists it with the words highlighted,
 //    as-you-type suggestions offer it, and its Play button plays it;
 // Screenshots go to OUT_DIR. Exits non-zero with a message on failure.
@@ -110,6 +110,8 @@ try {
   // Upload through the form.
   await page.setInputFiles("#file", uploadFile);
   await page.fill("#title", "browser upload");
+  // As CMAF: dash.mjs then plays it over DASH.
+  await page.selectOption("#packaging", "cmaf");
   await page.click("#upload-form button[type=submit]");
   await page.waitForFunction(() => document.getElementById("upload-status").textContent.startsWith("uploaded"),
     null, { timeout: 120000 });

@@ -36,6 +36,9 @@ pub struct InitiateRequest {
     /// The file's name.
     #[serde(default)]
     pub filename: Option<String>,
+    /// `ts` or `cmaf` (default: the api's `--default-packaging`).
+    #[serde(default)]
+    pub packaging: Option<String>,
     /// Exact size of the file in bytes.
     pub size_bytes: u64,
 }
@@ -72,6 +75,7 @@ pub(super) async fn initiate(
             tags: req.tags,
             category: req.category,
             privacy: req.privacy.unwrap_or_else(|| "public".into()),
+            packaging: req.packaging,
             metadata: [("filename".to_owned(), filename.clone())].into(),
             filename,
             size_bytes: req.size_bytes,

@@ -64,6 +64,8 @@ pub struct UploadSettings {
     pub parallel_parts: usize,
     /// The ladder the transcode job gets.
     pub ladder: RenditionLadder,
+    /// Packaging of videos whose upload does not choose one.
+    pub default_packaging: vodfarm_core::playlists::Packaging,
 }
 
 impl Default for UploadSettings {
@@ -75,6 +77,7 @@ impl Default for UploadSettings {
             idle_timeout: Duration::from_secs(60),
             parallel_parts: 4,
             ladder: RenditionLadder::default(),
+            default_packaging: vodfarm_core::playlists::Packaging::Ts,
         }
     }
 }

@@ -14,6 +14,7 @@ use vodfarm_core::auth::{db_error, AuthUser};
 use vodfarm_core::http::ApiError;
 use vodfarm_core::ids::{new_public_id, new_secret_token, token_digest, IdKind};
 use vodfarm_core::layout;
+use vodfarm_core::playlists::Packaging;
 use vodfarm_core::store::{part_size_for, CompletedPart};
 use vodfarm_core::text::Lines;
 
@@ -35,6 +36,8 @@ pub struct NewUpload {
     pub category: Option<String>,
     /// `public`, `unlisted` or `private`.
     pub privacy: String,
+    /// `ts` or `cmaf`; the settings' default when `None`.
+    pub packaging: Option<String>,
     /// The file's name as the creator has it.
     pub filename: String,
     /// Exact size in bytes.
@@ -213,6 +216,17 @@ pub fn validate(req: &mut NewUpload, max_size: u64) -> Result<(), ApiError> {
             "privacy must be public, unlisted or private",
         ));
     }
+    if req
+        .packaging
+        .as_deref()
+        .is_some_and(|p| Packaging::parse(p).is_none())
+    {
+        return Err(ApiError::new(
+            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            "packaging must be ts or cmaf",
+        ));
+    }
     Ok(())
 }
 
@@ -291,8 +305,8 @@ pub async fn create(
     let result: Result<(), sqlx::Error> = async {
         let video: i64 = sqlx::query_scalar(
             "INSERT INTO videos (video_id, channel_id, title, description, tags, category,
-                                 privacy, original_filename, status)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'uploading') RETURNING id",
+                                 privacy, original_filename, packaging, status)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'uploading') RETURNING id",
         )
         .bind(&video_id)
         .bind(channel)
@@ -302,6 +316,13 @@ pub async fn create(
         .bind(&req.category)
         .bind(&req.privacy)
         .bind(&req.filename)
+        .bind(
+            req.packaging
+                .as_deref()
+                .and_then(Packaging::parse)
+                .unwrap_or(state.settings.default_packaging)
+                .as_str(),
+        )
         .fetch_one(&mut *tx)
         .await?;
         sqlx::query(
@@ -384,7 +405,7 @@ pub async fn complete(
     session: &Session,
     parts: &[CompletedPart],
 ) -> Result<bool, ApiError> {
-    let r: Result<bool, sqlx::Error> = async {
+    let r: Result<(bool, String), sqlx::Error> = async {
         sqlx::query(
             "UPDATE upload_sessions SET status = 'completed', upload_offset = upload_length,
                     parts = $2, updated_at = now() WHERE id = $1",
@@ -393,20 +414,20 @@ pub async fn complete(
         .bind(serde_json::to_value(parts).unwrap_or_default())
         .execute(&mut **tx)
         .await?;
-        let updated = sqlx::query(
+        let updated: Option<String> = sqlx::query_scalar(
             "UPDATE videos SET status = 'processing', original_size_bytes = $2,
                     processing_progress = 0, uploaded_at = now(), updated_at = now()
-             WHERE id = $1 AND status = 'uploading'",
+             WHERE id = $1 AND status = 'uploading' RETURNING packaging",
         )
         .bind(session.video)
         .bind(session.length as i64)
-        .execute(&mut **tx)
-        .await?
-        .rows_affected();
-        Ok(updated == 1)
+        .fetch_optional(&mut **tx)
+        .await?;
+        Ok((updated.is_some(), updated.unwrap_or_default()))
     }
     .await;
-    let processing = r.map_err(|e| db_error(&e))?;
+    let (processing, packaging) = r.map_err(|e| db_error(&e))?;
+    let packaging = Packaging::parse(&packaging).unwrap_or_default();
     if processing {
         let key = layout::original(
             &session.video_id,
@@ -418,6 +439,7 @@ pub async fn complete(
             &key,
             &state.settings.ladder,
             DEFAULT_SEGMENT_SECONDS,
+            packaging,
             0,
         )
         .map_err(|e| ApiError::internal(&e))?;

@@ -455,6 +455,7 @@ pub(super) async fn create_tus(
                 .get("privacy")
                 .cloned()
                 .unwrap_or_else(|| "public".into()),
+            packaging: metadata.get("packaging").cloned(),
             filename,
             size_bytes: length,
             metadata,

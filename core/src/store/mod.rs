@@ -275,6 +275,9 @@ pub fn content_type_for(key: &str) -> &'static str {
     match key.rsplit('.').next().unwrap_or("") {
         "m3u8" => "application/vnd.apple.mpegurl",
         "ts" => "video/mp2t",
+        // CMAF media segments (RFC 8216bis; the DASH-IF registration).
+        "m4s" => "video/iso.segment",
+        "mpd" => "application/dash+xml",
         "jpg" | "jpeg" => "image/jpeg",
         "png" => "image/png",
         "vtt" => "text/vtt; charset=utf-8",

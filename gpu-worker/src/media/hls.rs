@@ -1,20 +1,18 @@
 //! HLS packaging (RFC 8216): MPEG-TS segments cut at the forced IDR
-//! frames, the VOD media playlist, and the master playlist.
+//! frames. The playlists' text is `vodfarm_core::playlists`'.
 
-pub use super::rendition::{RenditionSummary, SegmentEntry};
+pub use super::rendition::{RenditionSet, RenditionSummary, SegmentEntry};
 
 use super::error::MediaError;
 use super::stages::Packager;
 use ffmpeg::{codec, format, Packet, Rational};
 use ffmpeg_next as ffmpeg;
-use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 /// Timestamps in the segments start here (90 kHz ticks): room for the
 /// negative decode timestamps of B-frames, as the ffmpeg CLI does.
-const MUX_OFFSET_90K: i64 = 126_000;
+const MUX_OFFSET_90K: i64 = vodfarm_core::playlists::MPEGTS_START_90K;
 
 /// Video packets held back waiting for audio before writing anyway
 /// (bounds memory when the audio track ends early).
@@ -31,64 +29,19 @@ pub struct SegmentFile {
     pub path: PathBuf,
     /// Bytes.
     pub bytes: u64,
+    /// What file of the rendition it is.
+    pub kind: SegmentKind,
 }
 
-/// The HLS side of a rendition: its media playlist.
-impl RenditionSummary {
-    /// EXT-X-TARGETDURATION: every EXTINF rounded is at most this.
-    pub fn target_duration(&self) -> u64 {
-        self.segments
-            .iter()
-            .map(|s| s.duration.ceil() as u64)
-            .max()
-            .unwrap_or(1)
-            .max(1)
-    }
-
-    /// The VOD media playlist (`playlist.m3u8`) over `segment_{n}.ts`.
-    pub fn media_playlist(&self) -> String {
-        let mut p = String::new();
-        p.push_str("#EXTM3U\n#EXT-X-VERSION:3\n");
-        let _ = writeln!(p, "#EXT-X-TARGETDURATION:{}", self.target_duration());
-        p.push_str(
-            "#EXT-X-MEDIA-SEQUENCE:0\n#EXT-X-PLAYLIST-TYPE:VOD\n#EXT-X-INDEPENDENT-SEGMENTS\n",
-        );
-        for (i, s) in self.segments.iter().enumerate() {
-            let _ = writeln!(p, "#EXTINF:{:.6},\nsegment_{i}.ts", s.duration);
-        }
-        p.push_str("#EXT-X-ENDLIST\n");
-        p
-    }
-}
-
-/// The transcode job's sidecar (`encoded/{id}/renditions.json`): what the
-/// manifest job needs to write the master playlist.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RenditionSet {
-    /// Lowest first.
-    pub renditions: Vec<RenditionSummary>,
-}
-
-impl RenditionSet {
-    /// The master playlist (`master.m3u8`), variants lowest first, each
-    /// at `{name}/playlist.m3u8`.
-    pub fn master_playlist(&self) -> String {
-        let mut p = String::from("#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-INDEPENDENT-SEGMENTS\n");
-        for r in &self.renditions {
-            let _ = writeln!(
-                p,
-                "#EXT-X-STREAM-INF:BANDWIDTH={},AVERAGE-BANDWIDTH={},RESOLUTION={}x{},CODECS=\"{}\",FRAME-RATE={:.3}\n{}/playlist.m3u8",
-                r.peak_bandwidth(),
-                r.average_bandwidth(),
-                r.width,
-                r.height,
-                r.codecs,
-                r.frame_rate,
-                r.name
-            );
-        }
-        p
-    }
+/// The kinds of files a packager writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SegmentKind {
+    /// `segment_{n}.ts`.
+    Ts,
+    /// `init.mp4` of a CMAF track.
+    CmafInit,
+    /// `segment_{n}.m4s` of a CMAF track.
+    Cmaf,
 }
 
 /// `avc1.PPCCLL` from the SPS in an Annex B H.264 packet.
@@ -344,6 +297,7 @@ impl TsSegmenter {
             index: seg.index,
             path: seg.path,
             bytes,
+            kind: SegmentKind::Ts,
         })
     }
 
@@ -538,46 +492,6 @@ mod tests {
         assert!(cc.renumber(&mut [0u8; 100]).is_err());
     }
     use super::*;
-
-    fn summary(durations: &[f64]) -> RenditionSummary {
-        RenditionSummary {
-            name: "720p".into(),
-            width: 1280,
-            height: 720,
-            frame_rate: 30.0,
-            codecs: "avc1.64001f,mp4a.40.2".into(),
-            segments: durations
-                .iter()
-                .map(|&d| SegmentEntry {
-                    duration: d,
-                    bytes: (d * 100_000.0) as u64,
-                })
-                .collect(),
-        }
-    }
-
-    #[test]
-    fn media_playlist_follows_rfc_8216_vod() {
-        let p = summary(&[6.006, 6.006, 1.5]).media_playlist();
-        assert!(p.starts_with("#EXTM3U\n"));
-        assert!(p.contains("#EXT-X-TARGETDURATION:7\n"));
-        assert!(p.contains("#EXT-X-PLAYLIST-TYPE:VOD\n"));
-        assert!(p.contains("#EXTINF:1.500000,\nsegment_2.ts\n"));
-        assert!(p.ends_with("#EXT-X-ENDLIST\n"));
-    }
-
-    #[test]
-    fn bandwidths() {
-        let s = summary(&[2.0, 2.0]);
-        assert_eq!(s.average_bandwidth(), 800_000);
-        assert_eq!(s.peak_bandwidth(), 800_000);
-        let set = RenditionSet {
-            renditions: vec![s],
-        };
-        let m = set.master_playlist();
-        assert!(m.contains("#EXT-X-INDEPENDENT-SEGMENTS\n"));
-        assert!(m.contains("BANDWIDTH=800000,AVERAGE-BANDWIDTH=800000,RESOLUTION=1280x720,CODECS=\"avc1.64001f,mp4a.40.2\",FRAME-RATE=30.000\n720p/playlist.m3u8\n"));
-    }
 
     #[test]
     fn codec_string_from_sps() {

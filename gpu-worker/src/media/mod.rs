@@ -5,10 +5,12 @@
 //! - [`stages`]: the `Decoder`, `Scaler`, `Encoder`, `Packager` traits
 //!   and their libav implementations (software, or NVDEC/NVENC).
 //! - [`rendition`]: what a packaged rendition is (segments, bitrates).
-//! - [`hls`]: MPEG-TS segmenting and RFC 8216 playlists.
+//! - [`hls`]: MPEG-TS segmenting.
+//! - [`cmaf`]: CMAF fMP4 tracks (init + segments) for HLS and DASH.
 //! - [`transcode`]: the threads that run the stages.
 //! - [`thumbs`]: thumbnails, poster, sprite and storyboard.
 
+pub mod cmaf;
 pub mod error;
 pub mod hls;
 pub mod probe;

@@ -12,6 +12,7 @@
 //! own, so scaling and encoding of all rungs run in parallel with
 //! decoding.
 
+use super::cmaf::{CmafPackager, CmafTrack};
 use super::error::MediaError;
 use super::hls::{is_segment_start, RenditionSummary, SegmentFile, SegmenterConfig, TsSegmenter};
 use super::probe::{self, rung_size, Limits, SourceInfo};
@@ -26,6 +27,7 @@ use std::path::PathBuf;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 use vodfarm_core::ladder::RenditionLadder;
+use vodfarm_core::playlists::{Packaging, AUDIO_TRACK};
 
 /// Pictures queued per rung between the decoder and the rung's thread.
 const RUNG_QUEUE: usize = 4;
@@ -47,6 +49,8 @@ pub struct TranscodeRequest {
     pub stages: StageChoice,
     /// Input limits.
     pub limits: Limits,
+    /// MPEG-TS, or CMAF (video-only renditions and one audio track).
+    pub packaging: Packaging,
 }
 
 /// What a transcode produced.
@@ -56,6 +60,8 @@ pub struct TranscodeOutput {
     pub source: SourceInfo,
     /// Every rendition, lowest first.
     pub renditions: Vec<RenditionSummary>,
+    /// The shared audio track (CMAF with audio only).
+    pub audio: Option<RenditionSummary>,
     /// Output frames per rendition.
     pub frames: i64,
     /// Which decoder ran.
@@ -156,6 +162,7 @@ struct RungJob {
     segment_dir: PathBuf,
     segment_seconds: u32,
     audio: Option<(ffmpeg::codec::Parameters, Rational)>,
+    packaging: Packaging,
     on_segment: Box<dyn FnMut(SegmentFile) -> Result<(), MediaError> + Send>,
 }
 
@@ -172,23 +179,39 @@ fn rung_thread(
         segment_dir,
         segment_seconds,
         audio,
+        packaging,
         on_segment,
     } = job;
     std::fs::create_dir_all(&segment_dir)?;
     let mut encoder = LibavH264Encoder::open(&settings, nvenc)?;
-    let mut packager = TsSegmenter::new(
-        SegmenterConfig {
+    let mut packager: Box<dyn Packager> = match packaging {
+        Packaging::Ts => Box::new(TsSegmenter::new(
+            SegmenterConfig {
+                name,
+                dir: segment_dir,
+                width: settings.width,
+                height: settings.height,
+                fps: settings.fps,
+                video: (encoder.parameters(), encoder.time_base()),
+                audio,
+                segment_seconds,
+            },
+            on_segment,
+        )),
+        // Video only: the audio is its own track.
+        Packaging::Cmaf => Box::new(CmafPackager::open(
             name,
-            dir: segment_dir,
-            width: settings.width,
-            height: settings.height,
-            fps: settings.fps,
-            video: (encoder.parameters(), encoder.time_base()),
-            audio,
+            segment_dir,
+            CmafTrack::Video {
+                width: settings.width,
+                height: settings.height,
+                fps: settings.fps,
+            },
+            (encoder.parameters(), encoder.time_base()),
             segment_seconds,
-        },
-        on_segment,
-    );
+            on_segment,
+        )?),
+    };
     let mut total = 0;
     for msg in rx {
         match msg {
@@ -208,6 +231,26 @@ fn rung_thread(
         }
     }
     encoder.encode(None, &mut |p| packager.write_video(p))?;
+    packager.finish(total)
+}
+
+/// The shared audio track of a CMAF video: takes the audio the decode
+/// thread broadcasts, ignores the pictures.
+fn audio_thread(
+    rx: Receiver<RungMessage>,
+    mut packager: CmafPackager,
+) -> Result<RenditionSummary, MediaError> {
+    let mut total = 0;
+    for msg in rx {
+        match msg {
+            RungMessage::Picture(..) => {}
+            RungMessage::Audio(p) => packager.write_audio(p)?,
+            RungMessage::End(frames) => {
+                total = frames;
+                break;
+            }
+        }
+    }
     packager.finish(total)
 }
 
@@ -261,7 +304,7 @@ pub fn transcode(
     let duration = info.duration;
 
     let result = std::thread::scope(
-        |scope| -> Result<(i64, Vec<RenditionSummary>), MediaError> {
+        |scope| -> Result<(i64, Vec<RenditionSummary>, Option<RenditionSummary>), MediaError> {
             let mut senders: Vec<SyncSender<RungMessage>> = Vec::new();
             let mut handles = Vec::new();
             for rung in &rungs {
@@ -275,6 +318,7 @@ pub fn transcode(
                     bitrate: rung.video_bitrate,
                     gop,
                     preset: request.preset.clone(),
+                    global_header: request.packaging == Packaging::Cmaf,
                 };
                 let name = rung.name.clone();
                 let dir = request.work_dir.join(&rung.name);
@@ -283,6 +327,7 @@ pub fn transcode(
                 let rotation = info.rotation;
                 let nvenc = request.stages.nvenc;
                 let segment_seconds = request.segment_seconds;
+                let packaging = request.packaging;
                 handles.push(scope.spawn(move || {
                     let mut scaler = SwsScaler::new(w, h, rotation, format::Pixel::YUV420P);
                     rung_thread(
@@ -296,10 +341,25 @@ pub fn transcode(
                             segment_dir: dir,
                             segment_seconds,
                             audio: audio_params,
+                            packaging,
                             on_segment: Box::new(on_segment),
                         },
                     )
                 }));
+            }
+            let mut audio_handle = None;
+            if let (Packaging::Cmaf, Some(params)) = (request.packaging, audio_params.clone()) {
+                let (tx, rx) = sync_channel(RUNG_QUEUE);
+                senders.push(tx);
+                let packager = CmafPackager::open(
+                    AUDIO_TRACK.to_owned(),
+                    request.work_dir.join(AUDIO_TRACK),
+                    CmafTrack::Audio,
+                    params,
+                    request.segment_seconds,
+                    Box::new(on_segment.clone()),
+                )?;
+                audio_handle = Some(scope.spawn(move || audio_thread(rx, packager)));
             }
             let broadcast = |senders: &[SyncSender<RungMessage>],
                              make: &dyn Fn() -> RungMessage|
@@ -414,8 +474,22 @@ pub fn transcode(
                     }
                 }
             }
+            let mut audio_track = None;
+            if let Some(h) = audio_handle {
+                match h.join() {
+                    Ok(Ok(r)) => audio_track = Some(r),
+                    Ok(Err(e)) => {
+                        rung_error.get_or_insert(e);
+                    }
+                    Err(_) => {
+                        rung_error.get_or_insert(MediaError::Internal(
+                            "the audio thread panicked".into(),
+                        ));
+                    }
+                }
+            }
             match (decode_result, rung_error) {
-                (Ok(frames), None) => Ok((frames, renditions)),
+                (Ok(frames), None) => Ok((frames, renditions, audio_track)),
                 // The decoder stopping because a rung closed its channel:
                 // the rung's error is the cause.
                 (Err(MediaError::Cancelled), Some(e)) if !control.is_cancelled() => Err(e),
@@ -424,11 +498,12 @@ pub fn transcode(
             }
         },
     );
-    let (frames, renditions) = result?;
+    let (frames, renditions, audio_track) = result?;
     control.set_progress(1.0);
     Ok(TranscodeOutput {
         source: info,
         renditions,
+        audio: audio_track,
         frames,
         decoder: decoder_name,
     })

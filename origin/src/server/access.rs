@@ -32,8 +32,12 @@ pub(super) async fn access<'a>(
             ))
         }
     };
-    let rewrite_token = token
-        .filter(|_| grant.private && route.is_playlist && !parts.headers.contains_key(TIER_HEADER));
+    let rewrite_token = token.filter(|_| {
+        grant.private
+            && route.is_playlist
+            && (route.key.as_str().ends_with(".m3u8") || route.key.as_str().ends_with(".mpd"))
+            && !parts.headers.contains_key(TIER_HEADER)
+    });
     Step::Next(Ctx {
         path: parts.uri.path(),
         head_only: parts.method == Method::HEAD,

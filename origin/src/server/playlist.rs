@@ -47,11 +47,50 @@ pub fn rewrite_playlist(body: &[u8], token: &str) -> Option<Bytes> {
     Some(Bytes::from(out))
 }
 
+/// Adds the viewer's token to every URL of a DASH MPD: the
+/// `initialization` and `media` templates and `<BaseURL>`s. `None` when
+/// the MPD is not UTF-8.
+pub(super) fn rewrite_mpd(body: &[u8], token: &str) -> Option<Bytes> {
+    let text = std::str::from_utf8(body).ok()?;
+    let mut out = String::with_capacity(text.len() + 256);
+    let mut rest = text;
+    let opens = ["initialization=\"", "media=\"", "<BaseURL>"];
+    loop {
+        let next = opens
+            .iter()
+            .filter_map(|o| rest.find(o).map(|i| (i, *o)))
+            .min_by_key(|(i, _)| *i);
+        let Some((i, open)) = next else { break };
+        let start = i + open.len();
+        let close = if open == "<BaseURL>" {
+            "</BaseURL>"
+        } else {
+            "\""
+        };
+        let Some(len) = rest[start..].find(close) else {
+            break;
+        };
+        let url = &rest[start..start + len];
+        out.push_str(&rest[..start]);
+        out.push_str(url);
+        out.push_str(if url.contains('?') { "&amp;" } else { "?" });
+        out.push_str("token=");
+        out.push_str(token);
+        rest = &rest[start + len..];
+    }
+    out.push_str(rest);
+    Some(Bytes::from(out))
+}
+
 /// The viewer's variant of playlist `o`: its head (own size and ETag, the
 /// stored ETag tagged with a hash of the token) and body. `None` when the
 /// playlist is not UTF-8.
 pub(super) fn for_viewer(o: &CachedObject, token: &str) -> Option<(Head, Bytes)> {
-    let body = rewrite_playlist(&o.body, token)?;
+    let body = if o.body.starts_with(b"<?xml") {
+        rewrite_mpd(&o.body, token)?
+    } else {
+        rewrite_playlist(&o.body, token)?
+    };
     let inner = o.head.etag.to_str().unwrap_or("").trim_matches('"');
     let tag = token.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
@@ -68,6 +107,16 @@ pub(super) fn for_viewer(o: &CachedObject, token: &str) -> Option<(Head, Bytes)>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mpds_get_the_token_on_every_url() {
+        let src = "<?xml version=\"1.0\"?>\n<SegmentTemplate initialization=\"240p/init.mp4\" media=\"240p/segment_$Number$.m4s\"/><BaseURL>../../s/v/en.vtt</BaseURL>";
+        let out = rewrite_mpd(src.as_bytes(), "9.abc").unwrap();
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            "<?xml version=\"1.0\"?>\n<SegmentTemplate initialization=\"240p/init.mp4?token=9.abc\" media=\"240p/segment_$Number$.m4s?token=9.abc\"/><BaseURL>../../s/v/en.vtt?token=9.abc</BaseURL>"
+        );
+    }
 
     #[test]
     fn playlists_get_the_token_on_every_uri() {

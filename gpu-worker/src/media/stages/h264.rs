@@ -22,6 +22,9 @@ pub struct VideoEncoderSettings {
     pub gop: u32,
     /// x264 preset (`veryfast`, `medium`, …).
     pub preset: String,
+    /// SPS/PPS in the codec's extradata (`avcC`, for MP4/CMAF) instead of
+    /// in the stream before every IDR (MPEG-TS).
+    pub global_header: bool,
 }
 
 impl VideoEncoderSettings {
@@ -85,7 +88,14 @@ impl LibavH264Encoder {
         opts.set("bufsize", &settings.buffer_size().to_string());
         opts.set("profile", "high");
         opts.set("forced-idr", "1");
-        opts.set("flags", "+cgop");
+        opts.set(
+            "flags",
+            if settings.global_header {
+                "+cgop+global_header"
+            } else {
+                "+cgop"
+            },
+        );
         if name == "libx264" {
             opts.set("preset", &settings.preset);
         } else {

@@ -1,5 +1,7 @@
 //! The manifest job: once every rendition's playlist and segments are in
-//! storage, write the master playlist that makes them reachable.
+//! storage, write the master playlist that makes them reachable (with the
+//! subtitle tracks the api recorded so far, and their playlists), and the
+//! DASH MPD of a CMAF video.
 
 use crate::media::hls::RenditionSet;
 use crate::worker::failure::{layout_error, JobFailure};
@@ -8,6 +10,7 @@ use futures::StreamExt;
 use std::sync::Arc;
 use vodfarm_core::jobs::{JobOutputs, LeasedJob};
 use vodfarm_core::layout;
+use vodfarm_core::playlists::{Packaging, SubtitleSet};
 use vodfarm_core::store::StoreError;
 
 /// The sidecar's size limit: it is ours, but still read with a bound.
@@ -21,23 +24,11 @@ pub(super) async fn manifest_job(
 ) -> Result<JobOutputs, JobFailure> {
     let vid = job.video_id.as_str();
     let sidecar_key = layout::renditions_sidecar(vid).map_err(layout_error)?;
-    let object = match worker.store.get(sidecar_key.as_str(), None).await {
-        Ok(o) => o,
-        Err(StoreError::NotFound(_)) => {
-            return Err(JobFailure::Incomplete(
-                "the renditions of this video are not in storage yet".into(),
-            ))
-        }
-        Err(e) => return Err(e.into()),
+    let Some(bytes) = read_bounded(worker, sidecar_key.as_str()).await? else {
+        return Err(JobFailure::Incomplete(
+            "the renditions of this video are not in storage yet".into(),
+        ));
     };
-    let mut body = object.body;
-    let mut bytes = Vec::new();
-    while let Some(chunk) = body.next().await {
-        bytes.extend_from_slice(&chunk?);
-        if bytes.len() > MAX_SIDECAR_BYTES {
-            return Err(JobFailure::Incomplete("renditions record too large".into()));
-        }
-    }
     let set: RenditionSet = serde_json::from_slice(&bytes)
         .map_err(|e| JobFailure::Incomplete(format!("renditions record unreadable: {e}")))?;
     if set.renditions.is_empty() {
@@ -45,7 +36,7 @@ pub(super) async fn manifest_job(
     }
     // Every rendition's playlist and every segment it lists must be there
     // before the master playlist makes them reachable.
-    for r in &set.renditions {
+    for r in set.renditions.iter().chain(set.audio.iter()) {
         let prefix = layout::rendition_prefix(vid, &r.name).map_err(layout_error)?;
         let present: std::collections::HashSet<String> = worker
             .store
@@ -61,8 +52,18 @@ pub(super) async fn manifest_job(
                 r.name
             )));
         }
+        if set.packaging == Packaging::Cmaf {
+            let init = layout::cmaf_init(vid, &r.name).map_err(layout_error)?;
+            if !present.contains(init.as_str()) {
+                return Err(JobFailure::Incomplete(format!("{} init missing", r.name)));
+            }
+        }
         for n in 0..r.segments.len() {
-            let key = layout::segment(vid, &r.name, n as u32).map_err(layout_error)?;
+            let key = match set.packaging {
+                Packaging::Ts => layout::segment(vid, &r.name, n as u32),
+                Packaging::Cmaf => layout::cmaf_segment(vid, &r.name, n as u32),
+            }
+            .map_err(layout_error)?;
             if !present.contains(key.as_str()) {
                 return Err(JobFailure::Incomplete(format!(
                     "{} segment {n} missing",
@@ -71,11 +72,59 @@ pub(super) async fn manifest_job(
             }
         }
     }
+    // Subtitles added while the video was processing: the api recorded
+    // them; their playlists need the duration only known now.
+    let subs_key = layout::subtitles_sidecar(vid).map_err(layout_error)?;
+    let subs: SubtitleSet = match read_bounded(worker, subs_key.as_str()).await? {
+        Some(b) => serde_json::from_slice(&b)
+            .map_err(|e| JobFailure::Incomplete(format!("subtitles record unreadable: {e}")))?,
+        None => SubtitleSet::default(),
+    };
+    for t in &subs.tracks {
+        let key = layout::subtitle_playlist(vid, &t.lang).map_err(layout_error)?;
+        worker
+            .store
+            .put(key.as_str(), set.subtitle_playlist(&t.lang).into())
+            .await?;
+    }
+    if set.packaging == Packaging::Cmaf {
+        let mpd = layout::dash_manifest(vid).map_err(layout_error)?;
+        worker
+            .store
+            .put(mpd.as_str(), set.mpd(vid, &subs.tracks).into())
+            .await?;
+    }
     let master = layout::master_playlist(vid).map_err(layout_error)?;
     worker
         .store
-        .put(master.as_str(), set.master_playlist().into())
+        .put(
+            master.as_str(),
+            set.master_playlist(vid, &subs.tracks).into(),
+        )
         .await?;
-    tracing::info!(renditions = set.renditions.len(), "master playlist written");
+    tracing::info!(
+        renditions = set.renditions.len(),
+        subtitles = subs.tracks.len(),
+        "master playlist written"
+    );
     Ok(JobOutputs::default())
+}
+
+/// The bytes of a small JSON record of ours, `None` when absent; read
+/// with a bound all the same.
+async fn read_bounded(worker: &Arc<Worker>, key: &str) -> Result<Option<Vec<u8>>, JobFailure> {
+    let object = match worker.store.get(key, None).await {
+        Ok(o) => o,
+        Err(StoreError::NotFound(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let mut body = object.body;
+    let mut bytes = Vec::new();
+    while let Some(chunk) = body.next().await {
+        bytes.extend_from_slice(&chunk?);
+        if bytes.len() > MAX_SIDECAR_BYTES {
+            return Err(JobFailure::Incomplete(format!("{key} too large")));
+        }
+    }
+    Ok(Some(bytes))
 }

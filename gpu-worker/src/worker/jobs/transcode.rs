@@ -2,7 +2,7 @@
 //! segment while the next ones are encoded, then each rendition's
 //! playlist and the renditions sidecar the manifest job reads.
 
-use crate::media::hls::{RenditionSet, SegmentFile};
+use crate::media::hls::{RenditionSet, SegmentFile, SegmentKind};
 use crate::media::transcode::{transcode, TranscodeRequest};
 use crate::media::{JobControl, MediaError};
 use crate::worker::failure::{layout_error, media_blocking_error, JobFailure};
@@ -14,6 +14,7 @@ use tokio::sync::mpsc::Receiver;
 use vodfarm_core::jobs::{EncodingOutput, JobOutputs, LeasedJob, SourceMetadata};
 use vodfarm_core::ladder::RenditionLadder;
 use vodfarm_core::layout;
+use vodfarm_core::playlists::{Packaging, AUDIO_TRACK};
 use vodfarm_core::store::SharedStore;
 
 fn default_segment_duration() -> u32 {
@@ -26,6 +27,9 @@ struct TranscodeParameters {
     ladder: Option<RenditionLadder>,
     #[serde(default = "default_segment_duration")]
     segment_duration: u32,
+    /// `ts` (default) or `cmaf`.
+    #[serde(default)]
+    packaging: Packaging,
 }
 
 fn check_ladder(ladder: &RenditionLadder, segment_duration: u32) -> Result<(), JobFailure> {
@@ -92,6 +96,7 @@ pub(super) async fn transcode_job(
         preset: worker.preset.clone(),
         stages: worker.stages,
         limits: worker.limits,
+        packaging: params.packaging,
     };
     let control_for_media = control.clone();
     let media = tokio::task::spawn_blocking(move || {
@@ -108,28 +113,45 @@ pub(super) async fn transcode_job(
     worker.metrics.frames.inc_by(control.take_frames());
 
     let mut encodings = Vec::new();
-    for r in &output.renditions {
+    let ext = match params.packaging {
+        Packaging::Ts => ".ts",
+        Packaging::Cmaf => ".m4s",
+    };
+    for r in output.renditions.iter().chain(output.audio.iter()) {
         let playlist = layout::rendition_playlist(vid, &r.name).map_err(layout_error)?;
-        let body = r.media_playlist();
+        let body = r.media_playlist_for(params.packaging);
         worker.store.put(playlist.as_str(), body.into()).await?;
-        // A re-run never leaves segments past the new end behind.
+        // A re-run never leaves segments past the new end behind, nor
+        // segments of the other packaging.
         let prefix = layout::rendition_prefix(vid, &r.name).map_err(layout_error)?;
         for o in worker.store.list(prefix.as_str()).await? {
-            let n = o
-                .key
-                .rsplit('/')
-                .next()
-                .and_then(|f| f.strip_prefix("segment_"))
-                .and_then(|f| f.strip_suffix(".ts"))
-                .and_then(|n| n.parse::<usize>().ok());
-            if n.is_some_and(|n| n >= r.segments.len()) {
+            let Some(file) = o.key.rsplit('/').next() else {
+                continue;
+            };
+            let Some(n) = file.strip_prefix("segment_") else {
+                if file == "init.mp4" && params.packaging == Packaging::Ts {
+                    worker.store.delete(&o.key).await?;
+                }
+                continue;
+            };
+            let keep = n
+                .strip_suffix(ext)
+                .and_then(|n| n.parse::<usize>().ok())
+                .is_some_and(|n| n < r.segments.len());
+            if !keep {
                 worker.store.delete(&o.key).await?;
             }
+        }
+        if r.name == AUDIO_TRACK {
+            continue;
         }
         encodings.push(EncodingOutput {
             resolution: r.name.clone(),
             codec: "h264".into(),
-            container: "ts".into(),
+            container: match params.packaging {
+                Packaging::Ts => "ts".into(),
+                Packaging::Cmaf => "cmaf".into(),
+            },
             bitrate: i32::try_from(r.average_bandwidth()).unwrap_or(i32::MAX),
             peak_bitrate: Some(i32::try_from(r.peak_bandwidth()).unwrap_or(i32::MAX)),
             width: Some(r.width as i32),
@@ -143,6 +165,8 @@ pub(super) async fn transcode_job(
     }
     let sidecar = RenditionSet {
         renditions: output.renditions.clone(),
+        packaging: params.packaging,
+        audio: output.audio.clone(),
     };
     let sidecar_key = layout::renditions_sidecar(vid).map_err(layout_error)?;
     let json = serde_json::to_vec(&sidecar)
@@ -201,8 +225,12 @@ async fn upload_segments(
         let metrics = metrics.clone();
         let video_id = video_id.clone();
         inflight.spawn(async move {
-            let key =
-                layout::segment(&video_id, &seg.rendition, seg.index).map_err(layout_error)?;
+            let key = match seg.kind {
+                SegmentKind::Ts => layout::segment(&video_id, &seg.rendition, seg.index),
+                SegmentKind::CmafInit => layout::cmaf_init(&video_id, &seg.rendition),
+                SegmentKind::Cmaf => layout::cmaf_segment(&video_id, &seg.rendition, seg.index),
+            }
+            .map_err(layout_error)?;
             let result = store.put_file(key.as_str(), &seg.path).await;
             let _ = tokio::fs::remove_file(&seg.path).await;
             result?;
