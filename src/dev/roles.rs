@@ -24,12 +24,11 @@ pub(crate) fn role_args<T: clap::Args>(argv: &[String]) -> anyhow::Result<T> {
     Ok(<Wrap<T> as clap::Parser>::try_parse_from(argv)?.inner)
 }
 
-/// `[("k", "v")]` → `["--k", "v"]`.
+/// `[("k", "v")]` → `["--k=v"]`.
 pub(crate) fn flags(pairs: &[(&str, &str)]) -> Vec<String> {
-    pairs
-        .iter()
-        .flat_map(|(k, v)| [format!("--{k}"), (*v).to_owned()])
-        .collect()
+    // `--key=value`, never `--key value`: a generated secret may start
+    // with `-` (the id alphabet has it), which clap would take for a flag.
+    pairs.iter().map(|(k, v)| format!("--{k}={v}")).collect()
 }
 
 /// The base URL of a local port.
@@ -218,5 +217,22 @@ pub(crate) fn role_ended(done: Result<anyhow::Result<()>, JoinError>) -> anyhow:
         Ok(Ok(())) => Err(anyhow::anyhow!("a role stopped unexpectedly")),
         Ok(Err(e)) => Err(e),
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_that_look_like_flags_stay_values() {
+        #[derive(clap::Args, Debug)]
+        struct Secret {
+            #[arg(long)]
+            token: String,
+        }
+        let argv = flags(&[("token", "-gX_y-z")]);
+        let parsed: Secret = role_args(&argv).expect("a leading dash is a value");
+        assert_eq!(parsed.token, "-gX_y-z");
     }
 }
