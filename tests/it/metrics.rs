@@ -287,14 +287,7 @@ impl PurgerProcess {
             child,
             base: format!("http://127.0.0.1:{port}"),
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !reqwest::get(format!("{}/readyz", p.base))
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            assert!(Instant::now() < deadline, "purger did not become ready");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        crate::common::wait_readyz(&p.base, "purger").await;
         p
     }
 }

@@ -95,6 +95,21 @@ pub(crate) fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// Waits up to 30 s until `base/readyz` answers 2xx; panics naming `what`.
+pub(crate) async fn wait_readyz(base: &str, what: &str) {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = client.get(format!("{base}/readyz")).send().await {
+            if r.status().is_success() {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "{what} did not become ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A `vodfarm coordinator` process.
 pub(crate) struct CoordinatorProcess {
     pub(crate) child: Child,
@@ -122,20 +137,7 @@ impl CoordinatorProcess {
             .spawn()
             .expect("spawn vodfarm coordinator");
         let base = format!("http://127.0.0.1:{port}");
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(r) = client.get(format!("{base}/readyz")).send().await {
-                if r.status().is_success() {
-                    break;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "coordinator did not become ready"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_readyz(&base, "coordinator").await;
         CoordinatorProcess { child, base }
     }
 

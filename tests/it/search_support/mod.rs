@@ -41,20 +41,7 @@ impl IndexerProcess {
             .spawn()
             .expect("spawn vodfarm search-indexer");
         let base = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(r) = http.get(format!("{base}/readyz")).send().await {
-                if r.status().is_success() {
-                    break;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "search indexer did not become ready"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        crate::common::wait_readyz(&base, "search indexer").await;
         IndexerProcess { child, base }
     }
 
