@@ -102,6 +102,7 @@ fn main() -> Result<()> {
         stages: StageChoice::SOFTWARE,
         limits: Limits::default(),
         packaging: Packaging::Ts,
+        chunk: None,
     };
     let done = finished.clone();
     let started = Instant::now();

@@ -67,6 +67,15 @@ pub struct ApiArgs {
     /// and DASH, one set of segments).
     #[arg(long, env = "VODFARM_DEFAULT_PACKAGING", default_value = "ts", value_parser = parse_packaging)]
     pub default_packaging: Packaging,
+    /// Sources longer than this many seconds are transcoded as chunk jobs
+    /// that any worker can take (then stitched); shorter ones by one job.
+    /// 0 turns chunking off.
+    #[arg(long, env = "VODFARM_CHUNK_MIN_SECONDS", default_value_t = vodfarm_coordinator::pipeline::DEFAULT_CHUNK_MIN_SECONDS)]
+    pub chunk_min_seconds: u32,
+    /// About how long each chunk of a chunked source is, seconds (rounded
+    /// to a whole number of segments, at least one).
+    #[arg(long, env = "VODFARM_CHUNK_SECONDS", default_value_t = vodfarm_coordinator::pipeline::DEFAULT_CHUNK_SECONDS, value_parser = clap::value_parser!(u32).range(1..))]
+    pub chunk_seconds: u32,
     /// Largest subtitle file accepted by
     /// `PUT /v1/videos/{id}/subtitles/{lang}` (larger ones get 413).
     #[arg(long, env = "VODFARM_MAX_SUBTITLE_SIZE", default_value = "2MiB", value_parser = vodfarm_core::config::parse_size)]
@@ -364,6 +373,12 @@ pub async fn run_with(
             idle_timeout: args.upload_idle_timeout,
             parallel_parts: args.upload_parallel_parts.max(1),
             default_packaging: args.default_packaging,
+            chunking: (args.chunk_min_seconds > 0).then_some(
+                vodfarm_coordinator::pipeline::Chunking {
+                    min_seconds: args.chunk_min_seconds,
+                    chunk_seconds: args.chunk_seconds,
+                },
+            ),
             ..UploadSettings::default()
         }),
         metrics: UploadMetrics::new(&registry)?,

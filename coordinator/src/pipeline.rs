@@ -9,6 +9,15 @@
 //! (decoding per rung would multiply the decode cost); `thumbnail` runs in
 //! parallel; `manifest` writes the master playlist once the renditions
 //! exist.
+//!
+//! With [`Chunking`], the transcode job first probes the source: one
+//! longer than `min_seconds` is planned into chunk jobs instead (see
+//! `queue::chunks`), and the DAG grows when the plan completes:
+//!
+//! ```text
+//! transcode (plan) ──► chunk 0 … chunk n−1 ──► manifest (stitch) ──► ready
+//! thumbnail ──────────────────────────────────────────┘
+//! ```
 
 use crate::queue::NewJob;
 use serde_json::json;
@@ -26,7 +35,34 @@ pub const THUMBNAIL_INTERVAL_SECONDS: u32 = 10;
 /// Leases before a job fails for good.
 pub const DEFAULT_MAX_ATTEMPTS: i32 = 5;
 
-/// The jobs for a finished upload of `original`.
+/// Default `--chunk-min-seconds`: sources longer than this are chunked.
+pub const DEFAULT_CHUNK_MIN_SECONDS: u32 = 120;
+
+/// Default `--chunk-seconds`: about how long each chunk is.
+pub const DEFAULT_CHUNK_SECONDS: u32 = 60;
+
+/// When a transcode job splits its source into chunk jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Chunking {
+    /// Sources longer than this many seconds are chunked; shorter ones
+    /// are transcoded by one job.
+    pub min_seconds: u32,
+    /// About this many seconds per chunk, rounded to a whole number of
+    /// segments (at least one).
+    pub chunk_seconds: u32,
+}
+
+impl Default for Chunking {
+    fn default() -> Self {
+        Chunking {
+            min_seconds: DEFAULT_CHUNK_MIN_SECONDS,
+            chunk_seconds: DEFAULT_CHUNK_SECONDS,
+        }
+    }
+}
+
+/// The jobs for a finished upload of `original`, never chunked (see
+/// [`upload_jobs_chunked`]).
 pub fn upload_jobs(
     video_id: &str,
     original: &ObjectKey,
@@ -34,6 +70,28 @@ pub fn upload_jobs(
     segment_seconds: u32,
     packaging: Packaging,
     priority: i32,
+) -> Result<Vec<NewJob>, LayoutError> {
+    upload_jobs_chunked(
+        video_id,
+        original,
+        ladder,
+        segment_seconds,
+        packaging,
+        priority,
+        None,
+    )
+}
+
+/// The jobs for a finished upload of `original`; with `chunking`, the
+/// transcode job plans long sources into chunk jobs.
+pub fn upload_jobs_chunked(
+    video_id: &str,
+    original: &ObjectKey,
+    ladder: &RenditionLadder,
+    segment_seconds: u32,
+    packaging: Packaging,
+    priority: i32,
+    chunking: Option<Chunking>,
 ) -> Result<Vec<NewJob>, LayoutError> {
     let encoded = layout::encoded_prefix(video_id)?;
     let thumbs = layout::thumbnails_prefix(video_id)?;
@@ -51,7 +109,12 @@ pub fn upload_jobs(
         job(
             JobType::Transcode,
             &encoded,
-            json!({ "ladder": ladder, "segment_duration": segment_seconds, "packaging": packaging }),
+            json!({
+                "ladder": ladder,
+                "segment_duration": segment_seconds,
+                "packaging": packaging,
+                "chunking": chunking,
+            }),
             vec![],
         ),
         job(
@@ -91,5 +154,23 @@ mod tests {
         assert_eq!(jobs[0].job_type, JobType::Transcode);
         assert_eq!(jobs[0].parameters["segment_duration"], 6);
         assert_eq!(jobs[0].output_path.as_deref(), Some("encoded/v_abc/"));
+        assert!(jobs[0].parameters["chunking"].is_null(), "never chunked");
+    }
+
+    #[test]
+    fn chunking_travels_with_the_transcode_job() {
+        let original = layout::original("v_abc", "mp4").unwrap();
+        let jobs = upload_jobs_chunked(
+            "v_abc",
+            &original,
+            &RenditionLadder::default(),
+            6,
+            Packaging::Ts,
+            0,
+            Some(Chunking::default()),
+        )
+        .unwrap();
+        assert_eq!(jobs[0].parameters["chunking"]["min_seconds"], 120);
+        assert_eq!(jobs[0].parameters["chunking"]["chunk_seconds"], 60);
     }
 }

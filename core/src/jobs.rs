@@ -232,6 +232,26 @@ pub struct JobOutputs {
     /// What the probe found out about the source (`videos` columns).
     #[serde(default)]
     pub video: Option<SourceMetadata>,
+    /// A transcode job that planned its source into chunks: the chunk jobs,
+    /// in source order. The coordinator enqueues them in the completing
+    /// transaction and makes the video's manifest job wait for them and
+    /// stitch their outputs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chunks: Vec<ChunkJob>,
+    /// Bytes of input the job read from the object store (the original,
+    /// or a chunk's part of it): `processing_jobs.source_bytes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_bytes: Option<i64>,
+}
+
+/// One chunk of a source planned by a transcode job: a transcode job of
+/// its own that encodes one time range of the video into every rung.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChunkJob {
+    /// Object key of the chunk's input (under `originals/{id}/chunks/`).
+    pub input_path: String,
+    /// The chunk job's parameters (the worker's own format).
+    pub parameters: serde_json::Value,
 }
 
 /// One rendition of a video.

@@ -121,6 +121,36 @@ pub fn renditions_sidecar(video_id: &str) -> Result<ObjectKey, LayoutError> {
     )))
 }
 
+/// `originals/{id}/chunks/`: the per-chunk stream copies of a chunked
+/// original (its planning job writes them; the stitch removes them).
+pub fn chunk_sources_prefix(video_id: &str) -> Result<ObjectKey, LayoutError> {
+    Ok(ObjectKey(format!("originals/{}/chunks/", video(video_id)?)))
+}
+
+/// `originals/{id}/chunks/chunk_{k}.nut`: chunk `k`'s part of the
+/// original, remuxed by stream copy (never served).
+pub fn chunk_source(video_id: &str, k: u32) -> Result<ObjectKey, LayoutError> {
+    Ok(ObjectKey(format!(
+        "originals/{}/chunks/chunk_{k}.nut",
+        video(video_id)?
+    )))
+}
+
+/// `encoded/{id}/chunks/`: the chunk jobs' sidecars (never served: not a
+/// rendition name).
+pub fn chunk_sidecars_prefix(video_id: &str) -> Result<ObjectKey, LayoutError> {
+    Ok(ObjectKey(format!("encoded/{}/chunks/", video(video_id)?)))
+}
+
+/// `encoded/{id}/chunks/chunk_{k}.json`: what chunk `k` encoded (its
+/// segments per rung), which the stitch turns into playlists.
+pub fn chunk_sidecar(video_id: &str, k: u32) -> Result<ObjectKey, LayoutError> {
+    Ok(ObjectKey(format!(
+        "encoded/{}/chunks/chunk_{k}.json",
+        video(video_id)?
+    )))
+}
+
 /// `encoded/{id}/{rendition}/`.
 pub fn rendition_prefix(video_id: &str, rung: &str) -> Result<ObjectKey, LayoutError> {
     Ok(ObjectKey(format!(
@@ -296,6 +326,22 @@ mod tests {
             master_playlist(id).unwrap().as_str(),
             "encoded/v_abcDEF123-_/master.m3u8"
         );
+        assert_eq!(
+            chunk_source(id, 4).unwrap().as_str(),
+            "originals/v_abcDEF123-_/chunks/chunk_4.nut"
+        );
+        assert!(chunk_source(id, 4)
+            .unwrap()
+            .as_str()
+            .starts_with(chunk_sources_prefix(id).unwrap().as_str()));
+        assert_eq!(
+            chunk_sidecar(id, 0).unwrap().as_str(),
+            "encoded/v_abcDEF123-_/chunks/chunk_0.json"
+        );
+        assert!(chunk_sidecar(id, 0)
+            .unwrap()
+            .as_str()
+            .starts_with(chunk_sidecars_prefix(id).unwrap().as_str()));
         assert_eq!(
             segment(id, "720p", 3).unwrap().as_str(),
             "encoded/v_abcDEF123-_/720p/segment_3.ts"

@@ -127,6 +127,7 @@ fn cmaf_plays_over_hls_and_dash_with_continuous_fragments() {
         stages: StageChoice::SOFTWARE,
         limits: Limits::default(),
         packaging: Packaging::Cmaf,
+        chunk: None,
     };
     let output = transcode(&request, &JobControl::default(), move |s| {
         files.lock().unwrap().push(s);

@@ -70,6 +70,7 @@ fn a_one_second_source_becomes_segments_and_thumbnails() {
         stages: StageChoice::SOFTWARE,
         limits: Limits::default(),
         packaging: Packaging::Ts,
+        chunk: None,
     };
     let out = transcode(&request, &JobControl::default(), move |s| {
         seen.lock().unwrap().push(s);
@@ -126,6 +127,7 @@ fn junk_is_refused_as_bad_input() {
             stages: StageChoice::SOFTWARE,
             limits: Limits::default(),
             packaging: Packaging::Ts,
+            chunk: None,
         };
         let err = transcode(&request, &JobControl::default(), |_| Ok(())).unwrap_err();
         assert!(err.is_bad_input(), "{err}");

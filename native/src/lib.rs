@@ -8,6 +8,8 @@
 
 #![warn(missing_docs)]
 
+pub mod av;
+
 use libloading::Library;
 
 /// What the driver libraries on this machine offer.

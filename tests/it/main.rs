@@ -27,6 +27,7 @@ mod origin_support;
 mod search_support;
 
 mod api;
+mod chunks;
 mod dev;
 mod e2e;
 mod edge;

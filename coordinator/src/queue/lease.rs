@@ -2,6 +2,7 @@
 //! fail, each fenced by `id AND lease_token`; and the reaper, which
 //! takes back leases whose heartbeats stopped.
 
+use super::chunks::{check_chunks, enqueue_chunks, lock_stitch};
 use super::outputs::record_outputs;
 use super::rows::{leased_job_from_row, parse_job_type, CLAIM_SQL};
 use super::video::{fail_video, lock_video};
@@ -222,12 +223,14 @@ impl JobQueue {
         let row = sqlx::query(
             "UPDATE processing_jobs
              SET status = 'completed', progress = 100, completed_at = now(),
-                 lease_expires_at = NULL, error_message = NULL, updated_at = now()
+                 lease_expires_at = NULL, error_message = NULL, updated_at = now(),
+                 source_bytes = $3
              WHERE id = $1 AND lease_token = $2 AND status = 'processing'
              RETURNING video_id, job_type, extract(epoch FROM now() - started_at)::float8 AS secs",
         )
         .bind(id)
         .bind(token)
+        .bind(outputs.source_bytes.filter(|b| *b >= 0))
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = row else {
@@ -237,8 +240,29 @@ impl JobQueue {
         let video: i64 = row.try_get("video_id")?;
         let job_type = parse_job_type(row.try_get("job_type")?)?;
         let secs: Option<f64> = row.try_get("secs")?;
+        // A plan's stitch job is a job row: locked before the video row.
+        let stitch = if outputs.chunks.is_empty() {
+            None
+        } else {
+            lock_stitch(&mut tx, video, job_type).await?
+        };
         let (public_id, video_status) = lock_video(&mut tx, video).await?;
         record_outputs(&mut tx, video, &public_id, outputs).await?;
+        if !outputs.chunks.is_empty() {
+            check_chunks(&public_id, &outputs.chunks)?;
+            match stitch {
+                Some(stitch) => {
+                    enqueue_chunks(&mut tx, id, stitch, &public_id, &outputs.chunks).await?;
+                }
+                // Deleted or failed while planning: nothing to feed.
+                None if video_status != "processing" => {}
+                None => {
+                    return Err(QueueError::InvalidInput(
+                        "no pending manifest job to stitch these chunks".into(),
+                    ))
+                }
+            }
+        }
         let updated: Option<String> = sqlx::query_scalar(
             "UPDATE videos v
              SET processing_progress = agg.p,

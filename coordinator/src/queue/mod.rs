@@ -22,9 +22,12 @@
 //! - `admin`: operator retry, cancel and inspection.
 //! - `workers`: workers seen polling.
 //! - `enqueue`: inserting an upload's jobs.
+//! - `chunks`: a plan's chunk jobs inserted at its completion (and the
+//!   fairness rule between chunks and other videos).
 //! - `rows`: the claim and job-view statements and their row decoding.
 
 mod admin;
+mod chunks;
 mod enqueue;
 mod lease;
 mod outputs;

@@ -66,6 +66,8 @@ pub struct UploadSettings {
     pub ladder: RenditionLadder,
     /// Packaging of videos whose upload does not choose one.
     pub default_packaging: vodfarm_core::playlists::Packaging,
+    /// When long sources are split into chunk jobs (`None`: never).
+    pub chunking: Option<crate::pipeline::Chunking>,
 }
 
 impl Default for UploadSettings {
@@ -78,6 +80,7 @@ impl Default for UploadSettings {
             parallel_parts: 4,
             ladder: RenditionLadder::default(),
             default_packaging: vodfarm_core::playlists::Packaging::Ts,
+            chunking: Some(crate::pipeline::Chunking::default()),
         }
     }
 }

@@ -2,7 +2,7 @@
 //! video row, the per-PATCH row lock, progress and completion.
 
 use super::UploadState;
-use crate::pipeline::{upload_jobs, DEFAULT_SEGMENT_SECONDS};
+use crate::pipeline::{upload_jobs_chunked, DEFAULT_SEGMENT_SECONDS};
 use crate::queue::JobQueue;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -434,13 +434,14 @@ pub async fn complete(
             &layout::original_extension(&session.storage_key),
         )
         .map_err(|e| ApiError::internal(&e))?;
-        let jobs = upload_jobs(
+        let jobs = upload_jobs_chunked(
             &session.video_id,
             &key,
             &state.settings.ladder,
             DEFAULT_SEGMENT_SECONDS,
             packaging,
             0,
+            state.settings.chunking,
         )
         .map_err(|e| ApiError::internal(&e))?;
         JobQueue::enqueue(tx, session.video, &jobs)

@@ -1,8 +1,11 @@
 //! HLS packaging (RFC 8216): MPEG-TS segments cut at the forced IDR
-//! frames. The playlists' text is `vodfarm_core::playlists`'.
+//! frames, their continuity counters sealed per segment
+//! ([`super::continuity`]). The playlists' text is
+//! `vodfarm_core::playlists`'.
 
 pub use super::rendition::{RenditionSet, RenditionSummary, SegmentEntry};
 
+use super::continuity::seal_segment;
 use super::error::MediaError;
 use super::stages::Packager;
 use ffmpeg::{codec, format, Packet, Rational};
@@ -100,60 +103,6 @@ struct OpenSegment {
     has_video: bool,
 }
 
-/// MPEG-TS packet size.
-const TS_PACKET: usize = 188;
-
-/// Continuity counters carried across a rendition's segments.
-///
-/// Each segment is written by a fresh MPEG-TS muxer, whose counters start
-/// at 0 for every PID. Played in sequence (as an HLS client does), the
-/// jump from the previous segment's last counter reads as lost packets:
-/// demuxers flag the first packets of every segment corrupt. Renumbering
-/// each finished segment so its counters continue the previous one's
-/// makes the rendition one continuous transport stream, as RFC 8216
-/// expects without `EXT-X-DISCONTINUITY`.
-#[derive(Debug, Default, Clone)]
-pub struct ContinuityCounters {
-    next: std::collections::HashMap<u16, u8>,
-}
-
-impl ContinuityCounters {
-    /// Renumbers the counters of `ts` (whole 188-byte packets) in place.
-    pub fn renumber(&mut self, ts: &mut [u8]) -> Result<(), MediaError> {
-        if ts.len() % TS_PACKET != 0 {
-            return Err(MediaError::internal(
-                "renumber segment",
-                format!("{} bytes is not a whole number of TS packets", ts.len()),
-            ));
-        }
-        for packet in ts.chunks_exact_mut(TS_PACKET) {
-            if packet[0] != 0x47 {
-                return Err(MediaError::internal(
-                    "renumber segment",
-                    "lost MPEG-TS sync",
-                ));
-            }
-            let pid = (u16::from(packet[1] & 0x1f) << 8) | u16::from(packet[2]);
-            if pid == 0x1fff {
-                continue; // Null packets carry no meaningful counter.
-            }
-            let has_payload = packet[3] & 0x10 != 0;
-            let next = self.next.entry(pid).or_insert(0);
-            // Packets without payload repeat the previous counter.
-            let cc = if has_payload {
-                *next
-            } else {
-                next.wrapping_sub(1) & 0x0f
-            };
-            packet[3] = (packet[3] & 0xf0) | cc;
-            if has_payload {
-                *next = (*next + 1) & 0x0f;
-            }
-        }
-        Ok(())
-    }
-}
-
 /// Writes one rendition's MPEG-TS segments: a new file at each segment
 /// start (an IDR frame), audio interleaved by decode time.
 pub struct TsSegmenter {
@@ -172,7 +121,7 @@ pub struct TsSegmenter {
     held_audio: VecDeque<Packet>,
     codecs: Option<String>,
     on_segment: Box<dyn FnMut(SegmentFile) -> Result<(), MediaError> + Send>,
-    continuity: ContinuityCounters,
+    first_index: u32,
 }
 
 // By hand: some fields (codec contexts, streams, secrets) have no useful
@@ -206,6 +155,9 @@ pub struct SegmenterConfig {
     pub audio: Option<(codec::Parameters, Rational)>,
     /// Target segment duration.
     pub segment_seconds: u32,
+    /// Number of the first segment written (a chunk's first segment; 0
+    /// for a whole video).
+    pub first_index: u32,
 }
 
 // By hand: some fields (codec contexts, streams, secrets) have no useful
@@ -243,12 +195,13 @@ impl TsSegmenter {
             held_audio: VecDeque::new(),
             codecs: None,
             on_segment,
-            continuity: ContinuityCounters::default(),
+            first_index: config.first_index,
         }
     }
 
     fn open_segment(&mut self, start_frame: i64) -> Result<(), MediaError> {
-        let index = self.done.len() as u32 + u32::from(self.current.is_some());
+        let index =
+            self.first_index + self.done.len() as u32 + u32::from(self.current.is_some());
         let path = self.dir.join(format!("segment_{index}.ts"));
         let mut output = format::output_as(&path, "mpegts")
             .map_err(|e| MediaError::internal("open segment", e))?;
@@ -287,8 +240,7 @@ impl TsSegmenter {
             .write_trailer()
             .map_err(|e| MediaError::internal("segment trailer", e))?;
         drop(seg.output);
-        let mut ts = std::fs::read(&seg.path)?;
-        self.continuity.renumber(&mut ts)?;
+        let ts = seal_segment(&std::fs::read(&seg.path)?)?;
         std::fs::write(&seg.path, &ts)?;
         let bytes = ts.len() as u64;
         self.done.push((end_frame - seg.start_frame, bytes));
@@ -446,51 +398,6 @@ pub fn rendition_dir(root: &Path, name: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
 
-    fn packet(pid: u16, payload: bool, cc: u8) -> Vec<u8> {
-        let mut p = vec![0xffu8; TS_PACKET];
-        p[0] = 0x47;
-        p[1] = (pid >> 8) as u8 & 0x1f;
-        p[2] = pid as u8;
-        p[3] = if payload { 0x10 } else { 0x20 } | cc;
-        p
-    }
-
-    #[test]
-    fn continuity_counters_continue_across_segments() {
-        let mut cc = ContinuityCounters::default();
-        // Two segments as fresh muxers write them: counters from 0.
-        let seg = |n: u8| -> Vec<u8> {
-            let mut v = Vec::new();
-            for i in 0..n {
-                v.extend(packet(256, true, i & 0x0f));
-            }
-            v.extend(packet(256, false, (n.wrapping_sub(1)) & 0x0f));
-            v.extend(packet(0, true, 0));
-            v
-        };
-        let mut a = seg(5);
-        let mut b = seg(14);
-        cc.renumber(&mut a).unwrap();
-        cc.renumber(&mut b).unwrap();
-        let counters = |ts: &[u8], pid: u16| -> Vec<u8> {
-            ts.chunks(TS_PACKET)
-                .filter(|p| {
-                    ((u16::from(p[1] & 0x1f) << 8) | u16::from(p[2])) == pid && p[3] & 0x10 != 0
-                })
-                .map(|p| p[3] & 0x0f)
-                .collect()
-        };
-        assert_eq!(counters(&a, 256), [0, 1, 2, 3, 4]);
-        // The second segment continues at 5 and wraps after 15.
-        assert_eq!(
-            counters(&b, 256),
-            [5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2]
-        );
-        assert_eq!(counters(&b, 0), [1]);
-        // An adaptation-only packet repeats the last counter.
-        assert_eq!(b[b.len() - 2 * TS_PACKET + 3] & 0x0f, 2);
-        assert!(cc.renumber(&mut [0u8; 100]).is_err());
-    }
     use super::*;
 
     #[test]

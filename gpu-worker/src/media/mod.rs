@@ -6,11 +6,17 @@
 //!   and their libav implementations (software, or NVDEC/NVENC).
 //! - [`rendition`]: what a packaged rendition is (segments, bitrates).
 //! - [`hls`]: MPEG-TS segmenting.
+//! - [`continuity`]: MPEG-TS continuity counters each segment computes
+//!   alone.
+//! - [`chunks`]: planning a long source into chunks (keyframe index,
+//!   stream-copy remux) and what a chunk transcodes.
 //! - [`cmaf`]: CMAF fMP4 tracks (init + segments) for HLS and DASH.
 //! - [`transcode`]: the threads that run the stages.
 //! - [`thumbs`]: thumbnails, poster, sprite and storyboard.
 
+pub mod chunks;
 pub mod cmaf;
+pub mod continuity;
 pub mod error;
 pub mod hls;
 pub mod probe;

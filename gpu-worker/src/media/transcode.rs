@@ -12,6 +12,7 @@
 //! own, so scaling and encoding of all rungs run in parallel with
 //! decoding.
 
+use super::chunks::ChunkSpec;
 use super::cmaf::{CmafPackager, CmafTrack};
 use super::error::MediaError;
 use super::hls::{is_segment_start, RenditionSummary, SegmentFile, SegmenterConfig, TsSegmenter};
@@ -51,6 +52,9 @@ pub struct TranscodeRequest {
     pub limits: Limits,
     /// MPEG-TS, or CMAF (video-only renditions and one audio track).
     pub packaging: Packaging,
+    /// Only this chunk of the video (`source` is the chunk's file; MPEG-TS
+    /// only); `None`: the whole video.
+    pub chunk: Option<ChunkSpec>,
 }
 
 /// What a transcode produced.
@@ -136,6 +140,18 @@ impl ConstantRate {
         Ok(())
     }
 
+    /// A chunk's end: the last picture fills the slots up to `end` (the
+    /// next chunk's first frame); returns the frame count (`end`).
+    fn finish_until(&mut self, end: i64, emit: &mut EmitPicture<'_>) -> Result<i64, MediaError> {
+        if let Some((last, _)) = self.pending.take() {
+            while self.next_slot < end {
+                emit(&last, self.next_slot)?;
+                self.next_slot += 1;
+            }
+        }
+        Ok(self.next_slot.min(end))
+    }
+
     /// Emits the last picture for its own slot(s); returns the frame count.
     fn finish(
         &mut self,
@@ -161,6 +177,7 @@ struct RungJob {
     nvenc: bool,
     segment_dir: PathBuf,
     segment_seconds: u32,
+    first_segment: u32,
     audio: Option<(ffmpeg::codec::Parameters, Rational)>,
     packaging: Packaging,
     on_segment: Box<dyn FnMut(SegmentFile) -> Result<(), MediaError> + Send>,
@@ -178,6 +195,7 @@ fn rung_thread(
         nvenc,
         segment_dir,
         segment_seconds,
+        first_segment,
         audio,
         packaging,
         on_segment,
@@ -195,6 +213,7 @@ fn rung_thread(
                 video: (encoder.parameters(), encoder.time_base()),
                 audio,
                 segment_seconds,
+                first_index: first_segment,
             },
             on_segment,
         )),
@@ -262,7 +281,23 @@ pub fn transcode(
     on_segment: impl Fn(SegmentFile) -> Result<(), MediaError> + Clone + Send + 'static,
 ) -> Result<TranscodeOutput, MediaError> {
     super::init();
-    let info = probe::probe(&request.source, &request.limits)?;
+    if request.chunk.is_some() && request.packaging != Packaging::Ts {
+        return Err(MediaError::Internal(
+            "chunked transcodes are MPEG-TS only".into(),
+        ));
+    }
+    let info = match &request.chunk {
+        None => probe::probe(&request.source, &request.limits)?,
+        Some(c) => {
+            let input =
+                format::input(&request.source).map_err(|e| MediaError::NotMedia(e.to_string()))?;
+            let has_audio = c.audio.is_some()
+                && input
+                    .stream(1)
+                    .is_some_and(|s| s.parameters().medium() == ffmpeg::media::Type::Audio);
+            c.source.source_info(has_audio)
+        }
+    };
     let mut input =
         format::input(&request.source).map_err(|e| MediaError::NotMedia(e.to_string()))?;
     let (video_params, video_tb, video_start) = {
@@ -281,11 +316,30 @@ pub fn transcode(
             } else {
                 0.0
             };
-            match AacEncoder::open(s.parameters(), request.ladder.audio_bitrate) {
-                Ok(enc) => Some((
-                    enc,
-                    (offset * f64::from(super::stages::AUDIO_RATE)).round() as i64,
-                )),
+            let opened = match request.chunk.as_ref().and_then(|c| c.audio) {
+                // A chunk: its window of the grid, and the whole video's
+                // audio offset (the chunk file's start times are its own).
+                Some(window) => AacEncoder::open_window(
+                    s.parameters(),
+                    request.ladder.audio_bitrate,
+                    Some((window, s.time_base())),
+                )
+                .map(|enc| {
+                    let offset = request
+                        .chunk
+                        .as_ref()
+                        .map_or(0, |c| c.source.audio_offset_samples);
+                    (enc, offset)
+                }),
+                None => AacEncoder::open(s.parameters(), request.ladder.audio_bitrate).map(|enc| {
+                    (
+                        enc,
+                        (offset * f64::from(super::stages::AUDIO_RATE)).round() as i64,
+                    )
+                }),
+            };
+            match opened {
+                Ok(pair) => Some(pair),
                 Err(e) => {
                     tracing::warn!(error = %e, "audio track unusable; renditions will be video-only");
                     None
@@ -302,6 +356,19 @@ pub fn transcode(
         .max(1.0) as u32;
     let max_gap_slots = (request.limits.max_gap * f64::from(fps)).ceil() as i64;
     let duration = info.duration;
+    // A chunk's frames, and its part of the timeline for progress.
+    let first_segment = request.chunk.as_ref().map_or(0, |c| c.first_segment);
+    let start_frame = request.chunk.as_ref().map_or(0, |c| c.start_frame);
+    let end_frame = request.chunk.as_ref().and_then(|c| c.end_frame);
+    let origin = request
+        .chunk
+        .as_ref()
+        .map(|c| (c.source.video_origin_seconds / f64::from(video_tb)).round() as i64);
+    let (span_from, span) = {
+        let from = start_frame as f64 / f64::from(fps);
+        let to = end_frame.map_or(duration, |e| e as f64 / f64::from(fps));
+        (from, (to - from).max(1e-3))
+    };
 
     let result = std::thread::scope(
         |scope| -> Result<(i64, Vec<RenditionSummary>, Option<RenditionSummary>), MediaError> {
@@ -328,6 +395,7 @@ pub fn transcode(
                 let nvenc = request.stages.nvenc;
                 let segment_seconds = request.segment_seconds;
                 let packaging = request.packaging;
+                let first_segment = first_segment;
                 handles.push(scope.spawn(move || {
                     let mut scaler = SwsScaler::new(w, h, rotation, format::Pixel::YUV420P);
                     rung_thread(
@@ -340,6 +408,7 @@ pub fn transcode(
                             nvenc,
                             segment_dir: dir,
                             segment_seconds,
+                            first_segment,
                             audio: audio_params,
                             packaging,
                             on_segment: Box::new(on_segment),
@@ -375,13 +444,17 @@ pub fn transcode(
                 let mut cfr = ConstantRate {
                     fps,
                     time_base: video_tb,
-                    origin: None,
+                    origin,
                     pending: None,
-                    next_slot: 0,
+                    next_slot: start_frame,
                     max_gap_slots,
                 };
                 let mut emit =
                     |picture: &Arc<frame::Video>, index: i64| -> Result<(), MediaError> {
+                        if end_frame.is_some_and(|e| index >= e) {
+                            // The next chunk's frames.
+                            return Ok(());
+                        }
                         broadcast(&senders, &|| RungMessage::Picture(picture.clone(), index))
                     };
                 let send_audio = |p: Packet| -> Result<(), MediaError> {
@@ -421,9 +494,17 @@ pub fn transcode(
                         if packet.duration() > 0 {
                             last_duration = packet.duration();
                         }
-                        if let (Some(ts), true) = (packet.pts().or(packet.dts()), duration > 0.0) {
-                            let secs = (ts - video_start.max(0)) as f64 * f64::from(video_tb);
-                            control.set_progress(secs / duration);
+                        if let Some(ts) = packet.pts().or(packet.dts()) {
+                            if origin.is_some() {
+                                let secs = ts as f64 * f64::from(video_tb)
+                                    - request.chunk.as_ref().map_or(0.0, |c| {
+                                        c.source.video_origin_seconds
+                                    });
+                                control.set_progress((secs - span_from) / span);
+                            } else if duration > 0.0 {
+                                let secs = (ts - video_start.max(0)) as f64 * f64::from(video_tb);
+                                control.set_progress(secs / duration);
+                            }
                         }
                         decoder.decode(Some(&packet), &mut |picture| {
                             check(&picture)?;
@@ -452,8 +533,11 @@ pub fn transcode(
                         send_audio(p)
                     })?;
                 }
-                let frames = cfr.finish(last_duration, &mut emit)?;
-                if frames == 0 {
+                let frames = match end_frame {
+                    Some(end) => cfr.finish_until(end, &mut emit)?,
+                    None => cfr.finish(last_duration, &mut emit)?,
+                };
+                if frames <= start_frame {
                     return Err(MediaError::NoFrames);
                 }
                 broadcast(&senders, &|| RungMessage::End(frames))?;

@@ -20,6 +20,8 @@ pub struct WorkerMetrics {
     pub(super) segments: IntCounter,
     /// Bytes written to the object store.
     pub(super) uploaded_bytes: IntCounter,
+    /// Bytes of job inputs read from the object store, by job type.
+    pub(super) source_bytes: IntCounterVec,
 }
 
 impl WorkerMetrics {
@@ -54,6 +56,14 @@ impl WorkerMetrics {
             "vodfarm_worker_uploaded_bytes_total",
             "Bytes written to the object store",
         )?;
+        let source_bytes = IntCounterVec::new(
+            Opts::new(
+                "vodfarm_worker_source_bytes_total",
+                "Bytes of job inputs (originals, chunk files) read from the object store",
+            ),
+            &["job_type"],
+        )?;
+        registry.register(Box::new(source_bytes.clone()))?;
         registry.register(Box::new(jobs.clone()))?;
         registry.register(Box::new(job_seconds.clone()))?;
         registry.register(Box::new(running.clone()))?;
@@ -68,6 +78,7 @@ impl WorkerMetrics {
             frames,
             segments,
             uploaded_bytes,
+            source_bytes,
         })
     }
 

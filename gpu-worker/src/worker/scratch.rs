@@ -56,8 +56,14 @@ impl Drop for Scratch {
     }
 }
 
-/// Streams the original to `dest`, refusing more than the size limit.
-pub(super) async fn download(worker: &Worker, key: &str, dest: &Path) -> Result<(), JobFailure> {
+/// Streams the original (or a chunk's file) to `dest`, refusing more than
+/// the size limit; returns the bytes read (also counted in the metrics).
+pub(super) async fn download(
+    worker: &Worker,
+    job: &LeasedJob,
+    dest: &Path,
+) -> Result<u64, JobFailure> {
+    let key = job.input_path.as_str();
     let object = match worker.store.get(key, None).await {
         Ok(o) => o,
         Err(StoreError::NotFound(_) | StoreError::InvalidKey(_)) => {
@@ -76,9 +82,17 @@ pub(super) async fn download(worker: &Worker, key: &str, dest: &Path) -> Result<
         .await
         .map_err(MediaError::Io)?;
     let mut body = object.body;
+    let mut bytes = 0u64;
+    let counter = worker
+        .metrics
+        .source_bytes
+        .with_label_values(&[job.job_type.as_str()]);
     while let Some(chunk) = body.next().await {
-        file.write_all(&chunk?).await.map_err(MediaError::Io)?;
+        let chunk = chunk?;
+        bytes += chunk.len() as u64;
+        counter.inc_by(chunk.len() as u64);
+        file.write_all(&chunk).await.map_err(MediaError::Io)?;
     }
     file.flush().await.map_err(MediaError::Io)?;
-    Ok(())
+    Ok(bytes)
 }

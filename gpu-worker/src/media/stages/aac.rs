@@ -9,6 +9,46 @@ use ffmpeg_next as ffmpeg;
 /// Output audio sample rate.
 pub const AUDIO_RATE: i32 = 48_000;
 
+/// AAC-LC samples per frame (per packet).
+pub const AAC_FRAME: i64 = 1024;
+
+/// The part of the audio one chunk encodes, on the whole video's sample
+/// grid (48 kHz samples counted from the source's first decoded audio
+/// sample; the encoder's packet timestamps are on that grid).
+///
+/// Seams: chunk `k` keeps the AAC packets whose timestamps lie in
+/// `[keep_from, keep_until)`, both multiples of the frame size, so the
+/// chunks' packets tile the timeline with no gap and no overlap. Its
+/// encoder starts `feed_from` (a few frames earlier) on the same input
+/// samples, so the kept packets are encoded with the MDCT overlap and
+/// the encoder's state warmed up as in one continuous encode; the
+/// pre-roll packets are dropped (encode with overlap, trim).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AudioWindow {
+    /// Time of the source's first decoded audio sample, seconds (in the
+    /// original's timeline, which the chunk file keeps).
+    pub origin_seconds: f64,
+    /// First input sample fed to the encoder (a multiple of the frame
+    /// size; earlier samples are dropped).
+    pub feed_from: i64,
+    /// First packet timestamp kept (`None`: from the start).
+    pub keep_from: Option<i64>,
+    /// Packets at or after this timestamp are dropped (`None`: to the end).
+    pub keep_until: Option<i64>,
+}
+
+impl AudioWindow {
+    /// Input past this sample is not needed (`keep_until` plus the
+    /// encoder's lookahead and a margin).
+    fn feed_until(&self) -> Option<i64> {
+        self.keep_until.map(|u| u + 4 * AAC_FRAME)
+    }
+
+    fn keeps(&self, pts: i64) -> bool {
+        self.keep_from.is_none_or(|f| pts >= f) && self.keep_until.is_none_or(|u| pts < u)
+    }
+}
+
 /// Decodes the source's audio, resamples it to 48 kHz stereo and encodes
 /// AAC-LC once; every rendition muxes the same packets.
 pub struct AacEncoder {
@@ -18,6 +58,10 @@ pub struct AacEncoder {
     pending: [Vec<f32>; 2],
     next_pts: i64,
     frame_size: usize,
+    window: Option<AudioWindow>,
+    /// With a window: the grid position of the next resampled sample.
+    position: Option<i64>,
+    source_tb: Rational,
 }
 
 // By hand: some fields (codec contexts, streams, secrets) have no useful
@@ -34,6 +78,27 @@ impl std::fmt::Debug for AacEncoder {
 impl AacEncoder {
     /// Opens the source stream's decoder and an AAC-LC encoder at `bitrate`.
     pub fn open(parameters: codec::Parameters, bitrate: u32) -> Result<Self, MediaError> {
+        Self::open_window(parameters, bitrate, None)
+    }
+
+    /// [`AacEncoder::open`] for one chunk's [`AudioWindow`]: input samples
+    /// are placed on the grid by their timestamps (`time_base` is the
+    /// source stream's), and only the window's packets come out.
+    pub fn open_window(
+        parameters: codec::Parameters,
+        bitrate: u32,
+        window: Option<(AudioWindow, Rational)>,
+    ) -> Result<Self, MediaError> {
+        let mut encoder = Self::open_plain(parameters, bitrate)?;
+        if let Some((w, tb)) = window {
+            encoder.window = Some(w);
+            encoder.source_tb = tb;
+            encoder.next_pts = w.feed_from;
+        }
+        Ok(encoder)
+    }
+
+    fn open_plain(parameters: codec::Parameters, bitrate: u32) -> Result<Self, MediaError> {
         let decoder = codec::Context::from_parameters(parameters)
             .and_then(|c| c.decoder().audio())
             .map_err(|e| MediaError::Damaged(format!("audio track: {e}")))?;
@@ -63,6 +128,9 @@ impl AacEncoder {
             pending: [Vec::new(), Vec::new()],
             next_pts: 0,
             frame_size,
+            window: None,
+            position: None,
+            source_tb: Rational::new(1, AUDIO_RATE),
         })
     }
 
@@ -110,6 +178,13 @@ impl AacEncoder {
                     .map_err(|e| MediaError::Damaged(format!("audio format: {e}")))?,
                 );
             }
+            if let (Some(w), None) = (self.window, self.position) {
+                // The first decoded sample's place on the grid: the
+                // resampler's output starts at its input's time.
+                let ts = decoded.timestamp().or(decoded.pts()).unwrap_or(0);
+                let secs = ts as f64 * f64::from(self.source_tb) - w.origin_seconds;
+                self.position = Some((secs * f64::from(AUDIO_RATE)).round() as i64);
+            }
             let mut resampled = frame::Audio::empty();
             if let Some(r) = self.resampler.as_mut() {
                 if r.run(&decoded, &mut resampled).is_err() {
@@ -130,7 +205,11 @@ impl AacEncoder {
             self.encoder
                 .send_eof()
                 .map_err(|e| MediaError::internal("aac", e))?;
-            drain_packets(&mut self.encoder, "aac", out)?;
+            let window = self.window;
+            drain_packets(&mut self.encoder, "aac", &mut |p| match window {
+                Some(w) if !w.keeps(p.pts().unwrap_or(0)) => Ok(()),
+                _ => out(p),
+            })?;
         }
         Ok(())
     }
@@ -140,9 +219,28 @@ impl AacEncoder {
         if n == 0 {
             return;
         }
+        let mut skip = 0;
+        if let (Some(w), Some(pos)) = (self.window, self.position) {
+            self.position = Some(pos + n as i64);
+            // Samples before the window's first are dropped; a source
+            // whose audio starts after it is padded with silence so the
+            // packets stay on the grid.
+            let queued = self.next_pts + self.pending[0].len() as i64;
+            if pos > queued {
+                let gap = (pos - queued) as usize;
+                for ch in 0..2 {
+                    self.pending[ch].extend(std::iter::repeat_n(0.0, gap));
+                }
+            }
+            let queued = self.next_pts + self.pending[0].len() as i64;
+            skip = usize::try_from(queued - pos).unwrap_or(0).min(n);
+            if w.feed_until().is_some_and(|u| queued >= u) {
+                return;
+            }
+        }
         for ch in 0..2 {
             let plane: &[f32] = f.plane(ch);
-            self.pending[ch].extend_from_slice(&plane[..n.min(plane.len())]);
+            self.pending[ch].extend_from_slice(&plane[skip.min(plane.len())..n.min(plane.len())]);
         }
     }
 
@@ -168,7 +266,11 @@ impl AacEncoder {
             self.encoder
                 .send_frame(&f)
                 .map_err(|e| MediaError::internal("aac", e))?;
-            drain_packets(&mut self.encoder, "aac", out)?;
+            let window = self.window;
+            drain_packets(&mut self.encoder, "aac", &mut |p| match window {
+                Some(w) if !w.keeps(p.pts().unwrap_or(0)) => Ok(()),
+                _ => out(p),
+            })?;
         }
         Ok(())
     }

@@ -23,7 +23,7 @@ mod h264;
 mod packets;
 mod scale;
 
-pub use aac::{AacEncoder, AUDIO_RATE};
+pub use aac::{AacEncoder, AudioWindow, AAC_FRAME, AUDIO_RATE};
 pub use decode::LibavDecoder;
 pub use h264::{LibavH264Encoder, VideoEncoderSettings};
 pub use scale::SwsScaler;

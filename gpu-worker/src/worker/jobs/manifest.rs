@@ -1,14 +1,17 @@
 //! The manifest job: once every rendition's playlist and segments are in
 //! storage, write the master playlist that makes them reachable (with the
 //! subtitle tracks the api recorded so far, and their playlists), and the
-//! DASH MPD of a CMAF video.
+//! DASH MPD of a CMAF video. A chunked video's manifest job stitches
+//! its chunks first (`super::stitch`).
 
+use super::stitch::{remove_chunks, stitch};
 use crate::media::hls::RenditionSet;
+use serde::Deserialize;
 use crate::worker::failure::{layout_error, JobFailure};
 use crate::worker::Worker;
 use futures::StreamExt;
 use std::sync::Arc;
-use vodfarm_core::jobs::{JobOutputs, LeasedJob};
+use vodfarm_core::jobs::{JobOutputs, LeasedJob, SourceMetadata};
 use vodfarm_core::layout;
 use vodfarm_core::playlists::{Packaging, SubtitleSet};
 use vodfarm_core::store::StoreError;
@@ -16,13 +19,37 @@ use vodfarm_core::store::StoreError;
 /// The sidecar's size limit: it is ours, but still read with a bound.
 const MAX_SIDECAR_BYTES: usize = 4 << 20;
 
-/// Runs a manifest job: checks the renditions are complete, then writes
-/// the master playlist.
+fn default_segment_duration() -> u32 {
+    10
+}
+
+#[derive(Debug, Deserialize)]
+struct ManifestParameters {
+    #[serde(default = "default_segment_duration")]
+    segment_duration: u32,
+    /// Set by the coordinator when the transcode job planned chunks.
+    #[serde(default)]
+    stitch: Option<StitchParameters>,
+}
+
+#[derive(Debug, Deserialize)]
+struct StitchParameters {
+    chunks: u32,
+}
+
+/// Runs a manifest job: stitches a chunked video's chunks, checks the
+/// renditions are complete, then writes the master playlist.
 pub(super) async fn manifest_job(
     worker: &Arc<Worker>,
     job: &LeasedJob,
 ) -> Result<JobOutputs, JobFailure> {
     let vid = job.video_id.as_str();
+    let params: ManifestParameters = serde_json::from_value(job.parameters.clone())
+        .map_err(|e| JobFailure::BadParameters(format!("manifest parameters: {e}")))?;
+    let stitched = match &params.stitch {
+        Some(s) => Some(stitch(worker, vid, s.chunks, params.segment_duration).await?),
+        None => None,
+    };
     let sidecar_key = layout::renditions_sidecar(vid).map_err(layout_error)?;
     let Some(bytes) = read_bounded(worker, sidecar_key.as_str()).await? else {
         return Err(JobFailure::Incomplete(
@@ -107,12 +134,25 @@ pub(super) async fn manifest_job(
         subtitles = subs.tracks.len(),
         "master playlist written"
     );
-    Ok(JobOutputs::default())
+    let Some(stitched) = stitched else {
+        return Ok(JobOutputs::default());
+    };
+    if let Some(s) = &params.stitch {
+        remove_chunks(worker, vid, s.chunks).await?;
+    }
+    Ok(JobOutputs {
+        encodings: stitched.encodings,
+        video: Some(SourceMetadata {
+            duration_seconds: Some(stitched.duration),
+            ..SourceMetadata::default()
+        }),
+        ..JobOutputs::default()
+    })
 }
 
 /// The bytes of a small JSON record of ours, `None` when absent; read
 /// with a bound all the same.
-async fn read_bounded(worker: &Arc<Worker>, key: &str) -> Result<Option<Vec<u8>>, JobFailure> {
+pub(super) async fn read_bounded(worker: &Arc<Worker>, key: &str) -> Result<Option<Vec<u8>>, JobFailure> {
     let object = match worker.store.get(key, None).await {
         Ok(o) => o,
         Err(StoreError::NotFound(_)) => return Ok(None),

@@ -1,7 +1,9 @@
 //! The job handlers, one per job type: each turns a leased job into the
 //! outputs reported with `complete`, or a [`JobFailure`].
 
+mod chunk;
 mod manifest;
+mod stitch;
 mod thumbnail;
 mod transcode;
 

@@ -72,7 +72,7 @@ pub(super) async fn thumbnail_job(
     layout::thumbnails_prefix(vid).map_err(layout_error)?;
     let scratch = Scratch::create(worker, job).await?;
     let source = scratch.path().join("original");
-    download(worker, &job.input_path, &source).await?;
+    let source_bytes = download(worker, job, &source).await?;
     let request = ThumbnailRequest {
         source,
         work_dir: scratch.path().join("thumbs"),
@@ -145,8 +145,8 @@ pub(super) async fn thumbnail_job(
     }
     tracing::info!(thumbnails = set.frames.len(), "thumbnails done");
     Ok(JobOutputs {
-        encodings: Vec::new(),
         thumbnails: outputs,
-        video: None,
+        source_bytes: i64::try_from(source_bytes).ok(),
+        ..JobOutputs::default()
     })
 }

@@ -1,8 +1,14 @@
 //! The transcode job: download the original, run the ladder, upload each
 //! segment while the next ones are encoded, then each rendition's
 //! playlist and the renditions sidecar the manifest job reads.
+//!
+//! With `chunking` in its parameters it first plans: a source longer than
+//! `min_seconds` is remuxed into per-chunk files and the job completes
+//! with the chunk jobs instead of renditions (`super::chunk` runs them,
+//! `super::stitch` joins them). A job with `chunk` is one of those.
 
-use crate::media::hls::{RenditionSet, SegmentFile, SegmentKind};
+use crate::media::chunks::{plan, ChunkPlan, ChunkSettings, ChunkSpec};
+use crate::media::hls::{RenditionSet, RenditionSummary, SegmentFile, SegmentKind};
 use crate::media::transcode::{transcode, TranscodeRequest};
 use crate::media::{JobControl, MediaError};
 use crate::worker::failure::{layout_error, media_blocking_error, JobFailure};
@@ -11,7 +17,7 @@ use crate::worker::{Worker, WorkerMetrics};
 use serde::Deserialize;
 use std::sync::Arc;
 use tokio::sync::mpsc::Receiver;
-use vodfarm_core::jobs::{EncodingOutput, JobOutputs, LeasedJob, SourceMetadata};
+use vodfarm_core::jobs::{ChunkJob, EncodingOutput, JobOutputs, LeasedJob, SourceMetadata};
 use vodfarm_core::ladder::RenditionLadder;
 use vodfarm_core::layout;
 use vodfarm_core::playlists::{Packaging, AUDIO_TRACK};
@@ -30,6 +36,19 @@ struct TranscodeParameters {
     /// `ts` (default) or `cmaf`.
     #[serde(default)]
     packaging: Packaging,
+    /// Plan sources longer than this into chunk jobs (MPEG-TS only).
+    #[serde(default)]
+    chunking: Option<ChunkingParameters>,
+    /// This job is one chunk of a planned source.
+    #[serde(default)]
+    chunk: Option<ChunkSpec>,
+}
+
+/// `chunking` of a transcode job (the api's `--chunk-*` flags).
+#[derive(Debug, Clone, Copy, Deserialize)]
+struct ChunkingParameters {
+    min_seconds: u32,
+    chunk_seconds: u32,
 }
 
 fn check_ladder(ladder: &RenditionLadder, segment_duration: u32) -> Result<(), JobFailure> {
@@ -70,13 +89,43 @@ pub(super) async fn transcode_job(
 ) -> Result<JobOutputs, JobFailure> {
     let params: TranscodeParameters = serde_json::from_value(job.parameters.clone())
         .map_err(|e| JobFailure::BadParameters(format!("transcode parameters: {e}")))?;
-    let ladder = params.ladder.unwrap_or_default();
+    let ladder = params.ladder.clone().unwrap_or_default();
     check_ladder(&ladder, params.segment_duration)?;
     let vid = job.video_id.as_str();
     layout::encoded_prefix(vid).map_err(layout_error)?;
+    if let Some(chunk) = params.chunk.clone() {
+        if params.packaging != Packaging::Ts {
+            return Err(JobFailure::BadParameters(
+                "chunk jobs are MPEG-TS only".into(),
+            ));
+        }
+        return super::chunk::chunk_job(worker, job, control, ladder, params.segment_duration, chunk)
+            .await;
+    }
     let scratch = Scratch::create(worker, job).await?;
     let source = scratch.path().join("original");
-    download(worker, &job.input_path, &source).await?;
+    let source_bytes = download(worker, job, &source).await?;
+    if let (Some(chunking), Packaging::Ts) = (params.chunking, params.packaging) {
+        let settings = ChunkSettings {
+            segment_seconds: params.segment_duration,
+            chunk_seconds: chunking.chunk_seconds.max(1),
+            min_seconds: chunking.min_seconds,
+        };
+        let dir = scratch.path().join("chunks");
+        let path = source.clone();
+        let limits = worker.limits;
+        let planned = tokio::task::spawn_blocking(move || plan(&path, &dir, settings, &limits))
+            .await
+            .map_err(media_blocking_error)?;
+        match planned {
+            Ok(Some(plan)) => return plan_outputs(worker, job, &params, plan, source_bytes).await,
+            Ok(None) => {}
+            Err(e) if e.is_bad_input() => return Err(e.into()),
+            // A source the chunk remux cannot handle is still transcoded,
+            // in one job.
+            Err(e) => tracing::warn!(error = %e, "chunk plan failed; transcoding in one job"),
+        }
+    }
 
     // Segments go up while the next ones are encoded; the channel's bound
     // holds the encoder back when uploads fall behind (bounded disk).
@@ -97,6 +146,7 @@ pub(super) async fn transcode_job(
         stages: worker.stages,
         limits: worker.limits,
         packaging: params.packaging,
+        chunk: None,
     };
     let control_for_media = control.clone();
     let media = tokio::task::spawn_blocking(move || {
@@ -113,55 +163,22 @@ pub(super) async fn transcode_job(
     worker.metrics.frames.inc_by(control.take_frames());
 
     let mut encodings = Vec::new();
-    let ext = match params.packaging {
-        Packaging::Ts => ".ts",
-        Packaging::Cmaf => ".m4s",
-    };
     for r in output.renditions.iter().chain(output.audio.iter()) {
         let playlist = layout::rendition_playlist(vid, &r.name).map_err(layout_error)?;
         let body = r.media_playlist_for(params.packaging);
         worker.store.put(playlist.as_str(), body.into()).await?;
         // A re-run never leaves segments past the new end behind, nor
         // segments of the other packaging.
-        let prefix = layout::rendition_prefix(vid, &r.name).map_err(layout_error)?;
-        for o in worker.store.list(prefix.as_str()).await? {
-            let Some(file) = o.key.rsplit('/').next() else {
-                continue;
-            };
-            let Some(n) = file.strip_prefix("segment_") else {
-                if file == "init.mp4" && params.packaging == Packaging::Ts {
-                    worker.store.delete(&o.key).await?;
-                }
-                continue;
-            };
-            let keep = n
-                .strip_suffix(ext)
-                .and_then(|n| n.parse::<usize>().ok())
-                .is_some_and(|n| n < r.segments.len());
-            if !keep {
-                worker.store.delete(&o.key).await?;
-            }
-        }
+        delete_segments_past(worker, vid, &r.name, params.packaging, r.segments.len()).await?;
         if r.name == AUDIO_TRACK {
             continue;
         }
-        encodings.push(EncodingOutput {
-            resolution: r.name.clone(),
-            codec: "h264".into(),
-            container: match params.packaging {
-                Packaging::Ts => "ts".into(),
-                Packaging::Cmaf => "cmaf".into(),
-            },
-            bitrate: i32::try_from(r.average_bandwidth()).unwrap_or(i32::MAX),
-            peak_bitrate: Some(i32::try_from(r.peak_bandwidth()).unwrap_or(i32::MAX)),
-            width: Some(r.width as i32),
-            height: Some(r.height as i32),
-            storage_path: prefix.to_string(),
-            file_size_bytes: i64::try_from(r.bytes()).unwrap_or(i64::MAX),
-            manifest_path: Some(playlist.to_string()),
-            segment_duration: params.segment_duration as i32,
-            segment_count: Some(r.segments.len() as i32),
-        });
+        encodings.push(encoding_output(
+            vid,
+            r,
+            params.packaging,
+            params.segment_duration,
+        )?);
     }
     let sidecar = RenditionSet {
         renditions: output.renditions.clone(),
@@ -182,6 +199,8 @@ pub(super) async fn transcode_job(
     Ok(JobOutputs {
         encodings,
         thumbnails: Vec::new(),
+        chunks: Vec::new(),
+        source_bytes: i64::try_from(source_bytes).ok(),
         video: Some(SourceMetadata {
             duration_seconds: Some(if fps > 0.0 {
                 output.frames as f64 / fps
@@ -196,10 +215,120 @@ pub(super) async fn transcode_job(
     })
 }
 
+/// The `video_encodings` row of a finished rendition.
+pub(super) fn encoding_output(
+    vid: &str,
+    r: &RenditionSummary,
+    packaging: Packaging,
+    segment_duration: u32,
+) -> Result<EncodingOutput, JobFailure> {
+    let playlist = layout::rendition_playlist(vid, &r.name).map_err(layout_error)?;
+    let prefix = layout::rendition_prefix(vid, &r.name).map_err(layout_error)?;
+    Ok(EncodingOutput {
+        resolution: r.name.clone(),
+        codec: "h264".into(),
+        container: match packaging {
+            Packaging::Ts => "ts".into(),
+            Packaging::Cmaf => "cmaf".into(),
+        },
+        bitrate: i32::try_from(r.average_bandwidth()).unwrap_or(i32::MAX),
+        peak_bitrate: Some(i32::try_from(r.peak_bandwidth()).unwrap_or(i32::MAX)),
+        width: Some(r.width as i32),
+        height: Some(r.height as i32),
+        storage_path: prefix.to_string(),
+        file_size_bytes: i64::try_from(r.bytes()).unwrap_or(i64::MAX),
+        manifest_path: Some(playlist.to_string()),
+        segment_duration: segment_duration as i32,
+        segment_count: Some(r.segments.len() as i32),
+    })
+}
+
+/// Deletes a rendition's segments numbered `count` and above (a re-run
+/// that made fewer), and a TS rendition's stale CMAF init.
+pub(super) async fn delete_segments_past(
+    worker: &Arc<Worker>,
+    vid: &str,
+    rendition: &str,
+    packaging: Packaging,
+    count: usize,
+) -> Result<(), JobFailure> {
+    let ext = match packaging {
+        Packaging::Ts => ".ts",
+        Packaging::Cmaf => ".m4s",
+    };
+    let prefix = layout::rendition_prefix(vid, rendition).map_err(layout_error)?;
+    for o in worker.store.list(prefix.as_str()).await? {
+        let Some(file) = o.key.rsplit('/').next() else {
+            continue;
+        };
+        let Some(n) = file.strip_prefix("segment_") else {
+            if file == "init.mp4" && packaging == Packaging::Ts {
+                worker.store.delete(&o.key).await?;
+            }
+            continue;
+        };
+        let keep = n
+            .strip_suffix(ext)
+            .and_then(|n| n.parse::<usize>().ok())
+            .is_some_and(|n| n < count);
+        if !keep {
+            worker.store.delete(&o.key).await?;
+        }
+    }
+    Ok(())
+}
+
+/// A planned source: uploads each chunk's file and completes with the
+/// chunk jobs (their parameters: this job's ladder and segment duration,
+/// and the chunk).
+async fn plan_outputs(
+    worker: &Arc<Worker>,
+    job: &LeasedJob,
+    params: &TranscodeParameters,
+    plan: ChunkPlan,
+    source_bytes: u64,
+) -> Result<JobOutputs, JobFailure> {
+    let vid = job.video_id.as_str();
+    let mut chunks = Vec::with_capacity(plan.chunks.len());
+    for c in &plan.chunks {
+        let key = layout::chunk_source(vid, c.spec.index).map_err(layout_error)?;
+        worker.store.put_file(key.as_str(), &c.file).await?;
+        let _ = tokio::fs::remove_file(&c.file).await;
+        let parameters = serde_json::json!({
+            "ladder": params.ladder,
+            "segment_duration": params.segment_duration,
+            "packaging": params.packaging,
+            "chunk": c.spec,
+        });
+        chunks.push(ChunkJob {
+            input_path: key.to_string(),
+            parameters,
+        });
+    }
+    tracing::info!(
+        chunks = chunks.len(),
+        duration = plan.info.duration,
+        bytes_read = plan.bytes_read,
+        "source planned into chunks"
+    );
+    Ok(JobOutputs {
+        chunks,
+        source_bytes: i64::try_from(source_bytes).ok(),
+        video: Some(SourceMetadata {
+            duration_seconds: Some(plan.info.duration),
+            width: Some(plan.info.display_width as i32),
+            height: Some(plan.info.display_height as i32),
+            fps: Some(plan.info.source_fps).filter(|f| *f > 0.0),
+            codec: Some(plan.info.codec.clone()),
+        }),
+        ..JobOutputs::default()
+    })
+}
+
 /// Uploads each segment `rx` brings (four at a time), deleting its file
 /// once it is up; when the channel closes and all are done, returns the
 /// first error.
-async fn upload_segments(
+pub(super) async fn upload_segments(
     store: SharedStore,
     metrics: WorkerMetrics,
     video_id: String,
