@@ -429,6 +429,13 @@ async fn a_long_source_in_five_chunks_on_two_workers_equals_the_unchunked_ladder
         assert_eq!(psnr.len(), 3000, "{rung}");
         let min = psnr.iter().copied().fold(f64::INFINITY, f64::min);
         println!("{rung}: lowest PSNR over the video {min:.1} dB");
+        let low: Vec<(usize, f64)> = psnr
+            .iter()
+            .copied()
+            .enumerate()
+            .filter(|(_, p)| *p < 45.0)
+            .collect();
+        println!("{rung}: {} frames under 45 dB: {:?}", low.len(), &low[..low.len().min(40)]);
         for &s in &seams {
             for f in (s - 3)..(s + 3) {
                 let p = psnr[f as usize];

@@ -61,7 +61,9 @@ pub struct PlannedSource {
     pub source_fps: f64,
     /// Source video codec.
     pub codec: String,
-    /// Time of the source's first decoded picture, seconds: frame 0.
+    /// Time of the source's first decoded picture, seconds: frame 0 (in
+    /// the chunk files' timeline: the original's, moved so that no
+    /// timestamp is negative).
     pub video_origin_seconds: f64,
     /// Audio start minus video start, 48 kHz samples (as an unchunked
     /// transcode computes it from the streams' start times).
@@ -273,9 +275,14 @@ pub fn plan(
         };
         (offset * f64::from(AUDIO_RATE)).round() as i64
     });
-    // The keyframe index, in decode order.
+    // The keyframe index, in decode order, and the earliest timestamp.
     let mut index: Vec<IndexEntry> = Vec::new();
+    let mut earliest = 0.0f64;
     for (stream, packet) in input.packets() {
+        let tb = stream.time_base();
+        for ts in [packet.pts(), packet.dts()].into_iter().flatten() {
+            earliest = earliest.min(ts as f64 * f64::from(tb));
+        }
         if stream.index() == info.video_stream {
             let ts = packet.pts().or(packet.dts()).unwrap_or(0);
             index.push(IndexEntry {
@@ -284,6 +291,14 @@ pub fn plan(
             });
         }
     }
+    // Chunk files hold no negative timestamps (a muxer would shift them,
+    // and differently in each chunk): every chunk's timeline is the
+    // original's moved by this many whole seconds.
+    let shift = if earliest < 0.0 {
+        (-earliest).ceil() + 1.0
+    } else {
+        0.0
+    };
     if index.is_empty() {
         return Err(MediaError::NoFrames);
     }
@@ -388,7 +403,13 @@ pub fn plan(
             audio: audio_range,
         });
     }
-    let files = remux(path, dir, &info, &ranges)?;
+    for spec in &mut specs {
+        spec.source.video_origin_seconds += shift;
+        if let Some(w) = spec.audio.as_mut() {
+            w.origin_seconds += shift;
+        }
+    }
+    let files = remux(path, dir, &info, &ranges, shift)?;
     let bytes_read = std::fs::metadata(path)?.len();
     Ok(Some(ChunkPlan {
         info,
@@ -456,6 +477,7 @@ fn remux(
     dir: &Path,
     info: &SourceInfo,
     ranges: &[Range],
+    shift_seconds: f64,
 ) -> Result<Vec<PathBuf>, MediaError> {
     std::fs::create_dir_all(dir)?;
     let mut input = format::input(&path).map_err(|e| MediaError::NotMedia(e.to_string()))?;
@@ -516,6 +538,9 @@ fn remux(
                 } else {
                     (1, atb.unwrap_or(vtb), file.audio_tb.unwrap_or(vtb))
                 };
+                let shift = (shift_seconds / f64::from(from)).round() as i64;
+                p.set_pts(p.pts().map(|t| t + shift));
+                p.set_dts(p.dts().map(|t| t + shift));
                 p.rescale_ts(from, to);
                 p.set_stream(out_stream);
                 p.set_position(-1);

@@ -26,7 +26,7 @@ pub const AAC_FRAME: i64 = 1024;
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AudioWindow {
     /// Time of the source's first decoded audio sample, seconds (in the
-    /// original's timeline, which the chunk file keeps).
+    /// chunk files' timeline).
     pub origin_seconds: f64,
     /// First input sample fed to the encoder (a multiple of the frame
     /// size; earlier samples are dropped).
