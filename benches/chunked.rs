@@ -92,13 +92,7 @@ async fn start_coordinator(db_url: &str) -> Result<(Proc, String)> {
     bail!("coordinator did not start")
 }
 
-fn start_worker(
-    base: &str,
-    s3: &S3Server,
-    scratch: &Path,
-    id: &str,
-    preset: &str,
-) -> Result<Proc> {
+fn start_worker(base: &str, s3: &S3Server, scratch: &Path, id: &str, preset: &str) -> Result<Proc> {
     let child = Command::new(env!("CARGO_BIN_EXE_vodfarm"))
         .arg("worker")
         .args(["--coordinator", base, "--store", &format!("s3://{BUCKET}")])
@@ -220,11 +214,7 @@ async fn measured(pool: &PgPool, video: i64) -> Result<Vec<Measured>> {
 /// Time-to-ready on `workers` workers: the plan (the thumbnail job runs
 /// beside it), the chunks list-scheduled in order, then the stitch.
 fn project(jobs: &[Measured], workers: usize) -> f64 {
-    let of = |k: &'static str| {
-        jobs.iter()
-            .filter(move |j| j.kind == k)
-            .map(|j| j.seconds)
-    };
+    let of = |k: &'static str| jobs.iter().filter(move |j| j.kind == k).map(|j| j.seconds);
     let plan: f64 = of("plan").sum();
     let stitch: f64 = of("stitch").sum();
     let thumbnail: f64 = of("thumbnail").sum();
@@ -265,21 +255,40 @@ async fn main() -> Result<()> {
     let source = dir.path().join("source.mp4");
     println!("making a {seconds} s {size} {fps} fps source with motion, noise and a tone …");
     run(Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i"])
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+        ])
         .arg(format!(
             "testsrc2=size={size}:rate={fps}:duration={seconds},noise=alls=10:allf=t+u"
         ))
         .args(["-f", "lavfi", "-i"])
         .arg(format!("sine=frequency=440:duration={seconds}"))
         .args(["-c:v", "libx264", "-preset", "ultrafast", "-crf", "18"])
-        .args(["-g", "60", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest"])
+        .args([
+            "-g",
+            "60",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            "-shortest",
+        ])
         .arg(&source))?;
     let original_bytes = std::fs::metadata(&source)?.len();
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
         "source: {original_bytes} bytes; {cores} cores, load average {}",
-        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
     );
 
     let s3 = S3Server::start().await;
@@ -357,7 +366,10 @@ async fn main() -> Result<()> {
         );
         for j in &jobs {
             if j.kind != "chunk" {
-                println!("  {:9} {:7.1} s  read {:?} bytes", j.kind, j.seconds, j.source_bytes);
+                println!(
+                    "  {:9} {:7.1} s  read {:?} bytes",
+                    j.kind, j.seconds, j.source_bytes
+                );
             }
         }
         for (k, j) in chunks.iter().enumerate() {
@@ -374,7 +386,10 @@ async fn main() -> Result<()> {
             total_read as f64 / original_bytes as f64
         );
         for n in [8usize, 32, 128] {
-            println!("projected time-to-ready on {n} workers: {:.1} s", project(&jobs, n));
+            println!(
+                "projected time-to-ready on {n} workers: {:.1} s",
+                project(&jobs, n)
+            );
         }
         pool.close().await;
         println!(

@@ -148,7 +148,11 @@ async fn keys(client: &aws_sdk_s3::Client, prefix: &str) -> Vec<String> {
             .send()
             .await
             .unwrap();
-        out.extend(r.contents().iter().filter_map(|o| o.key().map(str::to_owned)));
+        out.extend(
+            r.contents()
+                .iter()
+                .filter_map(|o| o.key().map(str::to_owned)),
+        );
         token = r.next_continuation_token().map(str::to_owned);
         if token.is_none() {
             break;
@@ -214,7 +218,11 @@ fn probe_column(playlist: &Path, select: &str, entries: &str) -> Vec<String> {
         .arg(playlist)
         .output()
         .expect("run ffprobe");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| l.trim().trim_end_matches(',').to_owned())
@@ -244,7 +252,11 @@ fn psnr_per_frame(a: &Path, b: &Path, stats: &Path) -> Vec<f64> {
         .args(["-lavfi", &graph, "-f", "null", "-"])
         .output()
         .expect("run ffmpeg psnr");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     std::fs::read_to_string(stats)
         .unwrap()
         .lines()
@@ -270,7 +282,11 @@ fn pcm(playlist: &Path) -> Vec<f32> {
         .args(["-map", "0:a:0", "-ac", "1", "-f", "f32le", "-"])
         .output()
         .expect("run ffmpeg pcm");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out.stdout
         .chunks_exact(4)
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
@@ -369,13 +385,21 @@ async fn a_long_source_in_five_chunks_on_two_workers_equals_the_unchunked_ladder
         .iter()
         .map(|j| j.5["chunk"]["start_frame"].as_i64().unwrap())
         .collect();
-    assert_eq!(starts, [0, 600, 1200, 1800, 2400], "60 s = 6 segments of 10 s");
+    assert_eq!(
+        starts,
+        [0, 600, 1200, 1800, 2400],
+        "60 s = 6 segments of 10 s"
+    );
     // Each chunk read its own part of the original, not all of it.
     let plan = jobs
         .iter()
         .find(|j| j.1 == "transcode" && j.5["chunk"].is_null())
         .unwrap();
-    assert_eq!(plan.6, Some(original_size), "the plan read the original once");
+    assert_eq!(
+        plan.6,
+        Some(original_size),
+        "the plan read the original once"
+    );
     let chunk_bytes: Vec<i64> = chunks.iter().map(|j| j.6.unwrap()).collect();
     assert!(
         chunk_bytes.iter().all(|&b| b > 0 && b < original_size / 3),
@@ -422,7 +446,11 @@ async fn a_long_source_in_five_chunks_on_two_workers_equals_the_unchunked_ladder
         assert_eq!(ta, tb, "{rung}: timestamps");
         for w in ta.windows(2) {
             let d = w[1] - w[0];
-            assert!(d > 0.0 && d <= 1.0 / FPS + 0.001, "{rung}: step {d} at {}", w[0]);
+            assert!(
+                d > 0.0 && d <= 1.0 / FPS + 0.001,
+                "{rung}: step {d} at {}",
+                w[0]
+            );
         }
         // Pictures: the unchunked ones within 45 dB at every seam.
         let psnr = psnr_per_frame(&pa, &pb, &tmp.path().join(format!("psnr-{rung}.log")));
@@ -435,7 +463,11 @@ async fn a_long_source_in_five_chunks_on_two_workers_equals_the_unchunked_ladder
             .enumerate()
             .filter(|(_, p)| *p < 45.0)
             .collect();
-        println!("{rung}: {} frames under 45 dB: {:?}", low.len(), &low[..low.len().min(40)]);
+        println!(
+            "{rung}: {} frames under 45 dB: {:?}",
+            low.len(),
+            &low[..low.len().min(40)]
+        );
         for &s in &seams {
             for f in (s - 3)..(s + 3) {
                 let p = psnr[f as usize];
@@ -449,7 +481,12 @@ async fn a_long_source_in_five_chunks_on_two_workers_equals_the_unchunked_ladder
             .map(|v| v.parse().expect("pts"))
             .collect();
         for w in pts.windows(2) {
-            assert_eq!(w[1] - w[0], 1920, "{rung}: audio gap or overlap at {}", w[0]);
+            assert_eq!(
+                w[1] - w[0],
+                1920,
+                "{rung}: audio gap or overlap at {}",
+                w[0]
+            );
         }
         // … and the same sound as the unchunked transcode: as many
         // samples, and close to it around every seam.
@@ -462,7 +499,10 @@ async fn a_long_source_in_five_chunks_on_two_workers_equals_the_unchunked_ladder
             let at = (s as f64 / FPS * 48_000.0) as usize;
             for w in (at - 4800..at + 4800).step_by(960) {
                 let v = snr(&sb[w..w + 960], &sa[w..w + 960]);
-                assert!(v >= 25.0, "{rung}: seam {s}: audio SNR {v:.1} dB at sample {w}");
+                assert!(
+                    v >= 25.0,
+                    "{rung}: seam {s}: audio SNR {v:.1} dB at sample {w}"
+                );
             }
         }
     }
@@ -529,7 +569,11 @@ async fn a_worker_killed_mid_chunk_loses_only_that_chunk() {
         let want = if j.0 == killed { 2 } else { 1 };
         assert_eq!(j.3, want, "only the killed chunk ran twice: {j:?}");
     }
-    assert_eq!(encodings_count(&db, video).await, 2, "one row per rendition");
+    assert_eq!(
+        encodings_count(&db, video).await,
+        2,
+        "one row per rendition"
+    );
     assert_eq!(
         keys(&client, &format!("encoded/{public}/")).await,
         expected_keys(&public, &["90p", "180p"], 15),
@@ -542,7 +586,10 @@ async fn a_worker_killed_mid_chunk_loses_only_that_chunk() {
     let dir = tmp.path().join("out");
     mirror(&client, &format!("encoded/{public}/"), &dir).await;
     plays_cleanly(&dir.join("master.m3u8"));
-    assert_eq!(frame_times(&dir.join("180p").join("playlist.m3u8")).len(), 1500);
+    assert_eq!(
+        frame_times(&dir.join("180p").join("playlist.m3u8")).len(),
+        1500
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -560,7 +607,10 @@ async fn chunks_yield_to_short_videos_and_die_with_their_video() {
     let long_pub = up["video_id"].as_str().unwrap().to_owned();
     let url = up["upload_url"].as_str().unwrap().to_owned();
     assert_eq!(env.patch(&url, &token, 0, data).await.status(), 204);
-    let leased = w.lease(&[JobType::Transcode], &[], 1, Duration::ZERO).await.unwrap();
+    let leased = w
+        .lease(&[JobType::Transcode], &[], 1, Duration::ZERO)
+        .await
+        .unwrap();
     assert_eq!(leased.len(), 1);
     let plan = &leased[0];
     assert_eq!(plan.parameters["chunking"]["min_seconds"], 120);
@@ -586,7 +636,10 @@ async fn chunks_yield_to_short_videos_and_die_with_their_video() {
         source_bytes: Some(1234),
         ..JobOutputs::default()
     };
-    let done = w.complete(plan.id, plan.lease_token, outputs).await.unwrap();
+    let done = w
+        .complete(plan.id, plan.lease_token, outputs)
+        .await
+        .unwrap();
     assert_eq!(done.video_status, "processing");
     let (_, _, long) = env.video_row(&long_pub).await;
     let rows: Vec<(i64, String, String, i32, Vec<i64>, Value)> = sqlx::query_as(
@@ -604,10 +657,16 @@ async fn chunks_yield_to_short_videos_and_die_with_their_video() {
         .collect();
     assert_eq!(chunk_ids.len(), 3, "{rows:?}");
     for r in rows.iter().filter(|r| chunk_ids.contains(&r.0)) {
-        assert_eq!((r.1.as_str(), r.2.as_str(), r.3), ("transcode", "pending", -1));
+        assert_eq!(
+            (r.1.as_str(), r.2.as_str(), r.3),
+            ("transcode", "pending", -1)
+        );
     }
     let manifest = rows.iter().find(|r| r.1 == "manifest").unwrap();
-    assert!(chunk_ids.iter().all(|id| manifest.4.contains(id)), "{manifest:?}");
+    assert!(
+        chunk_ids.iter().all(|id| manifest.4.contains(id)),
+        "{manifest:?}"
+    );
     assert_eq!(manifest.5["stitch"]["chunks"], 3);
 
     // Another creator's short video, uploaded after the plan: its job is
@@ -624,9 +683,15 @@ async fn chunks_yield_to_short_videos_and_die_with_their_video() {
     )
     .unwrap();
     enqueue(&env.db.pool, short, &jobs).await;
-    let next = w.lease(&[JobType::Transcode], &[], 1, Duration::ZERO).await.unwrap();
+    let next = w
+        .lease(&[JobType::Transcode], &[], 1, Duration::ZERO)
+        .await
+        .unwrap();
     assert_eq!(next[0].video_id, short_pub, "short video first");
-    let chunk = w.lease(&[JobType::Transcode], &[], 1, Duration::ZERO).await.unwrap();
+    let chunk = w
+        .lease(&[JobType::Transcode], &[], 1, Duration::ZERO)
+        .await
+        .unwrap();
     assert_eq!(chunk[0].id, chunk_ids[0], "then the chunks, in order");
 
     // Deleting the video cancels its chunks, the running one included.
@@ -638,13 +703,12 @@ async fn chunks_yield_to_short_videos_and_die_with_their_video() {
         .await
         .unwrap();
     assert_eq!(r.status(), 204);
-    let statuses: Vec<String> = sqlx::query_scalar(
-        "SELECT status FROM processing_jobs WHERE id = ANY($1) ORDER BY id",
-    )
-    .bind(&chunk_ids)
-    .fetch_all(&env.db.pool)
-    .await
-    .unwrap();
+    let statuses: Vec<String> =
+        sqlx::query_scalar("SELECT status FROM processing_jobs WHERE id = ANY($1) ORDER BY id")
+            .bind(&chunk_ids)
+            .fetch_all(&env.db.pool)
+            .await
+            .unwrap();
     assert_eq!(statuses, ["cancelled", "cancelled", "cancelled"]);
     let hb = w.heartbeat(chunk[0].id, chunk[0].lease_token, 10).await;
     assert!(matches!(hb, Err(ClientError::LeaseLost(_))), "{hb:?}");
@@ -654,5 +718,9 @@ async fn chunks_yield_to_short_videos_and_die_with_their_video() {
             .fetch_one(&env.db.pool)
             .await
             .unwrap();
-    assert_eq!(source_bytes, Some(1234), "the job's bytes read are recorded");
+    assert_eq!(
+        source_bytes,
+        Some(1234),
+        "the job's bytes read are recorded"
+    );
 }

@@ -163,10 +163,16 @@ pub fn chunk_count(duration: f64, segment_seconds: u32, chunk_seconds: u32) -> u
 /// audio seam before that frame's chunk).
 pub fn audio_seam(frame: i64, fps: Rational, offset_samples: i64) -> i64 {
     let samples = (frame as i128 * i128::from(fps.denominator()) * i128::from(AUDIO_RATE)
-        + i128::from(fps.numerator()) - 1)
+        + i128::from(fps.numerator())
+        - 1)
         / i128::from(fps.numerator().max(1));
     let b = samples as i64 - offset_samples;
-    b.div_euclid(AAC_FRAME) * AAC_FRAME + if b.rem_euclid(AAC_FRAME) > 0 { AAC_FRAME } else { 0 }
+    b.div_euclid(AAC_FRAME) * AAC_FRAME
+        + if b.rem_euclid(AAC_FRAME) > 0 {
+            AAC_FRAME
+        } else {
+            0
+        }
 }
 
 /// The first decoded picture's and audio frame's times, seconds.
@@ -267,12 +273,12 @@ pub fn plan(
     };
     let audio = info.audio_stream.and_then(|i| input.stream(i)).map(|s| {
         let start = s.start_time();
-        let offset = if start != ffmpeg::ffi::AV_NOPTS_VALUE && vstart != ffmpeg::ffi::AV_NOPTS_VALUE
-        {
-            start as f64 * f64::from(s.time_base()) - vstart as f64 * f64::from(vtb)
-        } else {
-            0.0
-        };
+        let offset =
+            if start != ffmpeg::ffi::AV_NOPTS_VALUE && vstart != ffmpeg::ffi::AV_NOPTS_VALUE {
+                start as f64 * f64::from(s.time_base()) - vstart as f64 * f64::from(vtb)
+            } else {
+                0.0
+            };
         (offset * f64::from(AUDIO_RATE)).round() as i64
     });
     // The keyframe index, in decode order, and the earliest timestamp.
@@ -330,7 +336,11 @@ pub fn plan(
         let start_frame =
             segment_start_frame(u64::from(first_segment), settings.segment_seconds, fps);
         let end_frame = (k + 1 < n).then(|| {
-            segment_start_frame(u64::from(first_segment + per), settings.segment_seconds, fps)
+            segment_start_frame(
+                u64::from(first_segment + per),
+                settings.segment_seconds,
+                fps,
+            )
         });
         let start_s = video_origin + frame_seconds(start_frame);
         // Video: from the keyframe at or before the start (the first packet
@@ -359,8 +369,8 @@ pub fn plan(
             (Some(offset), Some(origin)) => {
                 let keep_from = (k > 0).then(|| audio_seam(start_frame, fps, offset));
                 let keep_until = end_frame.map(|f| audio_seam(f, fps, offset));
-                let feed_from = keep_from
-                    .map_or(0, |f| (f - AUDIO_PREROLL_FRAMES * AAC_FRAME).max(0));
+                let feed_from =
+                    keep_from.map_or(0, |f| (f - AUDIO_PREROLL_FRAMES * AAC_FRAME).max(0));
                 Some(AudioWindow {
                     origin_seconds: origin,
                     feed_from,

@@ -184,7 +184,9 @@ pub fn seal_segment(ts: &[u8]) -> Result<Vec<u8>, MediaError> {
                 .iter()
                 .position(|p| pid(p) == id && has_payload(p) && whole_section(p))
             else {
-                return Err(bad("a PSI table spans packets; its counters cannot be padded"));
+                return Err(bad(
+                    "a PSI table spans packets; its counters cannot be padded",
+                ));
             };
             let copy = packets[i];
             for _ in 0..missing {

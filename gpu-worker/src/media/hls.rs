@@ -200,8 +200,7 @@ impl TsSegmenter {
     }
 
     fn open_segment(&mut self, start_frame: i64) -> Result<(), MediaError> {
-        let index =
-            self.first_index + self.done.len() as u32 + u32::from(self.current.is_some());
+        let index = self.first_index + self.done.len() as u32 + u32::from(self.current.is_some());
         let path = self.dir.join(format!("segment_{index}.ts"));
         let mut output = format::output_as(&path, "mpegts")
             .map_err(|e| MediaError::internal("open segment", e))?;

@@ -395,7 +395,6 @@ pub fn transcode(
                 let nvenc = request.stages.nvenc;
                 let segment_seconds = request.segment_seconds;
                 let packaging = request.packaging;
-                let first_segment = first_segment;
                 handles.push(scope.spawn(move || {
                     let mut scaler = SwsScaler::new(w, h, rotation, format::Pixel::YUV420P);
                     rung_thread(
@@ -497,9 +496,10 @@ pub fn transcode(
                         if let Some(ts) = packet.pts().or(packet.dts()) {
                             if origin.is_some() {
                                 let secs = ts as f64 * f64::from(video_tb)
-                                    - request.chunk.as_ref().map_or(0.0, |c| {
-                                        c.source.video_origin_seconds
-                                    });
+                                    - request
+                                        .chunk
+                                        .as_ref()
+                                        .map_or(0.0, |c| c.source.video_origin_seconds);
                                 control.set_progress((secs - span_from) / span);
                             } else if duration > 0.0 {
                                 let secs = (ts - video_start.max(0)) as f64 * f64::from(video_tb);

@@ -6,10 +6,10 @@
 
 use super::stitch::{remove_chunks, stitch};
 use crate::media::hls::RenditionSet;
-use serde::Deserialize;
 use crate::worker::failure::{layout_error, JobFailure};
 use crate::worker::Worker;
 use futures::StreamExt;
+use serde::Deserialize;
 use std::sync::Arc;
 use vodfarm_core::jobs::{JobOutputs, LeasedJob, SourceMetadata};
 use vodfarm_core::layout;
@@ -152,7 +152,10 @@ pub(super) async fn manifest_job(
 
 /// The bytes of a small JSON record of ours, `None` when absent; read
 /// with a bound all the same.
-pub(super) async fn read_bounded(worker: &Arc<Worker>, key: &str) -> Result<Option<Vec<u8>>, JobFailure> {
+pub(super) async fn read_bounded(
+    worker: &Arc<Worker>,
+    key: &str,
+) -> Result<Option<Vec<u8>>, JobFailure> {
     let object = match worker.store.get(key, None).await {
         Ok(o) => o,
         Err(StoreError::NotFound(_)) => return Ok(None),

@@ -97,7 +97,9 @@ pub(super) async fn stitch(
             for k in 0..chunks {
                 let key = layout::chunk_sidecar(vid, k).map_err(layout_error)?;
                 let Some(bytes) = read_bounded(worker, key.as_str()).await? else {
-                    return Err(JobFailure::Incomplete(format!("chunk {k} is not in storage")));
+                    return Err(JobFailure::Incomplete(format!(
+                        "chunk {k} is not in storage"
+                    )));
                 };
                 let rec: ChunkRecord = serde_json::from_slice(&bytes).map_err(|e| {
                     JobFailure::Incomplete(format!("chunk {k} record unreadable: {e}"))
@@ -109,10 +111,12 @@ pub(super) async fn stitch(
                 let playlist = layout::rendition_playlist(vid, &r.name).map_err(layout_error)?;
                 worker
                     .store
-                    .put(playlist.as_str(), r.media_playlist_for(Packaging::Ts).into())
+                    .put(
+                        playlist.as_str(),
+                        r.media_playlist_for(Packaging::Ts).into(),
+                    )
                     .await?;
-                delete_segments_past(worker, vid, &r.name, Packaging::Ts, r.segments.len())
-                    .await?;
+                delete_segments_past(worker, vid, &r.name, Packaging::Ts, r.segments.len()).await?;
             }
             let set = RenditionSet {
                 renditions: renditions.clone(),

@@ -99,8 +99,15 @@ pub(super) async fn transcode_job(
                 "chunk jobs are MPEG-TS only".into(),
             ));
         }
-        return super::chunk::chunk_job(worker, job, control, ladder, params.segment_duration, chunk)
-            .await;
+        return super::chunk::chunk_job(
+            worker,
+            job,
+            control,
+            ladder,
+            params.segment_duration,
+            chunk,
+        )
+        .await;
     }
     let scratch = Scratch::create(worker, job).await?;
     let source = scratch.path().join("original");
