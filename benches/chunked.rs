@@ -11,6 +11,7 @@
 //! Environment: `BENCH_SECONDS` (600: a 10-minute source), `BENCH_SIZE`
 //! (`1920x1080`), `BENCH_FPS` (30), `BENCH_WORKERS` (2: chunked run),
 //! `BENCH_CHUNK_SECONDS` (20), `BENCH_PRESET` (`veryfast`),
+//! `BENCH_SOURCE_BITRATE` (`8M`: the original's video bitrate),
 //! `VODFARM_BENCH_PG` (the local server). With 60-second chunks a
 //! 10-minute video has 10 chunks, so no number of workers can bring it
 //! under a tenth of the single job (the longest chunk alone is a tenth):
@@ -250,6 +251,7 @@ async fn main() -> Result<()> {
     let workers = env_num("BENCH_WORKERS", 2) as usize;
     let chunk_seconds = env_num("BENCH_CHUNK_SECONDS", 20);
     let preset = env_or("BENCH_PRESET", "veryfast");
+    let source_rate = env_or("BENCH_SOURCE_BITRATE", "8M");
     let pg = env_or("VODFARM_BENCH_PG", "postgres://postgres@127.0.0.1:5432");
     let dir = tempfile::tempdir()?;
     let source = dir.path().join("source.mp4");
@@ -269,7 +271,17 @@ async fn main() -> Result<()> {
         ))
         .args(["-f", "lavfi", "-i"])
         .arg(format!("sine=frequency=440:duration={seconds}"))
-        .args(["-c:v", "libx264", "-preset", "ultrafast", "-crf", "18"])
+        // An upload-like bitrate (noise at a constant quality would make
+        // a 10-minute 1080p original tens of gigabytes).
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-b:v",
+            &source_rate,
+        ])
+        .args(["-maxrate", &source_rate, "-bufsize", &source_rate])
         .args([
             "-g",
             "60",

@@ -115,6 +115,35 @@ pub struct ChunkSpec {
     pub audio: Option<AudioWindow>,
 }
 
+impl ChunkSpec {
+    /// Why this chunk cannot be encoded as it says, if it cannot.
+    pub fn check(&self) -> Result<(), String> {
+        let [num, den] = self.source.output_fps;
+        if !(1..=240_000).contains(&num) || !(1..=1001).contains(&den) {
+            return Err(format!("output_fps {num}/{den} is not a frame rate"));
+        }
+        if self.index >= self.count {
+            return Err(format!("chunk {} of {}", self.index, self.count));
+        }
+        if self.start_frame < 0 || self.end_frame.is_some_and(|e| e <= self.start_frame) {
+            return Err(format!(
+                "frames {}..{:?} are not a range",
+                self.start_frame, self.end_frame
+            ));
+        }
+        if (self.index + 1 == self.count) != self.end_frame.is_none() {
+            return Err("only the last chunk runs to the end".into());
+        }
+        let finite = |v: f64| v.is_finite() && v.abs() < 1e9;
+        if !finite(self.source.video_origin_seconds)
+            || self.audio.is_some_and(|a| !finite(a.origin_seconds))
+        {
+            return Err("origin out of range".into());
+        }
+        Ok(())
+    }
+}
+
 /// A planned chunk with its remuxed input in scratch space.
 #[derive(Debug, Clone)]
 pub struct PlannedChunk {
@@ -607,6 +636,53 @@ mod tests {
         assert_eq!(chunk_count(299.9, 10, 60), 5);
         assert_eq!(chunk_count(121.0, 10, 60), 2);
         assert_eq!(chunk_count(20.0, 10, 60), 1);
+    }
+
+    #[test]
+    fn chunk_specs_are_checked() {
+        let source = PlannedSource {
+            duration: 300.0,
+            coded_width: 320,
+            coded_height: 180,
+            display_width: 320,
+            display_height: 180,
+            rotation_degrees: 0,
+            output_fps: [10, 1],
+            source_fps: 10.0,
+            codec: "h264".into(),
+            video_origin_seconds: 1.0,
+            audio_offset_samples: 0,
+        };
+        let spec = ChunkSpec {
+            index: 1,
+            count: 3,
+            first_segment: 6,
+            start_frame: 600,
+            end_frame: Some(1200),
+            source,
+            audio: None,
+        };
+        spec.check().unwrap();
+        let bad = [
+            ChunkSpec {
+                end_frame: Some(600),
+                ..spec.clone()
+            },
+            ChunkSpec {
+                end_frame: None,
+                ..spec.clone()
+            },
+            ChunkSpec {
+                index: 3,
+                ..spec.clone()
+            },
+        ];
+        for b in bad {
+            assert!(b.check().is_err(), "{b:?}");
+        }
+        let mut zero_fps = spec.clone();
+        zero_fps.source.output_fps = [0, 1];
+        assert!(zero_fps.check().is_err());
     }
 
     #[test]

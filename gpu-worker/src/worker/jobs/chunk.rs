@@ -58,6 +58,8 @@ pub(super) async fn chunk_job(
             job.input_path
         )));
     }
+    spec.check()
+        .map_err(|e| JobFailure::BadParameters(format!("chunk parameters: {e}")))?;
     let sidecar = layout::chunk_sidecar(vid, spec.index).map_err(layout_error)?;
     let scratch = Scratch::create(worker, job).await?;
     let source = scratch.path().join("chunk.nut");

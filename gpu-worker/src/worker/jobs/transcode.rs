@@ -7,13 +7,14 @@
 //! with the chunk jobs instead of renditions (`super::chunk` runs them,
 //! `super::stitch` joins them). A job with `chunk` is one of those.
 
-use crate::media::chunks::{plan, ChunkPlan, ChunkSettings, ChunkSpec};
+use crate::media::chunks::{plan, ChunkPlan, ChunkSettings, ChunkSpec, PlannedChunk};
 use crate::media::hls::{RenditionSet, RenditionSummary, SegmentFile, SegmentKind};
 use crate::media::transcode::{transcode, TranscodeRequest};
 use crate::media::{JobControl, MediaError};
 use crate::worker::failure::{layout_error, media_blocking_error, JobFailure};
 use crate::worker::scratch::{download, Scratch};
 use crate::worker::{Worker, WorkerMetrics};
+use futures::StreamExt;
 use serde::Deserialize;
 use std::sync::Arc;
 use tokio::sync::mpsc::Receiver;
@@ -296,22 +297,18 @@ async fn plan_outputs(
     source_bytes: u64,
 ) -> Result<JobOutputs, JobFailure> {
     let vid = job.video_id.as_str();
-    let mut chunks = Vec::with_capacity(plan.chunks.len());
-    for c in &plan.chunks {
-        let key = layout::chunk_source(vid, c.spec.index).map_err(layout_error)?;
-        worker.store.put_file(key.as_str(), &c.file).await?;
-        let _ = tokio::fs::remove_file(&c.file).await;
-        let parameters = serde_json::json!({
-            "ladder": params.ladder,
-            "segment_duration": params.segment_duration,
-            "packaging": params.packaging,
-            "chunk": c.spec,
-        });
-        chunks.push(ChunkJob {
-            input_path: key.to_string(),
-            parameters,
-        });
-    }
+    // Four uploads at a time; the chunk jobs keep the plan's order.
+    let uploads: Vec<_> = plan
+        .chunks
+        .iter()
+        .map(|c| upload_chunk(worker, vid, params, c))
+        .collect();
+    let chunks: Vec<ChunkJob> = futures::stream::iter(uploads)
+        .buffered(4)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()?;
     tracing::info!(
         chunks = chunks.len(),
         duration = plan.info.duration,
@@ -329,6 +326,27 @@ async fn plan_outputs(
             codec: Some(plan.info.codec.clone()),
         }),
         ..JobOutputs::default()
+    })
+}
+
+/// Uploads one planned chunk's file; its chunk job.
+async fn upload_chunk(
+    worker: &Arc<Worker>,
+    vid: &str,
+    params: &TranscodeParameters,
+    c: &PlannedChunk,
+) -> Result<ChunkJob, JobFailure> {
+    let key = layout::chunk_source(vid, c.spec.index).map_err(layout_error)?;
+    worker.store.put_file(key.as_str(), &c.file).await?;
+    let _ = tokio::fs::remove_file(&c.file).await;
+    Ok(ChunkJob {
+        input_path: key.to_string(),
+        parameters: serde_json::json!({
+            "ladder": params.ladder,
+            "segment_duration": params.segment_duration,
+            "packaging": params.packaging,
+            "chunk": c.spec,
+        }),
     })
 }
 
