@@ -1,14 +1,37 @@
 //! The only crate with `unsafe`: NVIDIA driver libraries, loaded at run
 //! time so vodfarm builds and runs on machines without them.
 //!
-//! Today: the capability probe a worker runs at start and advertises when
-//! it leases (`cuda`, `nvdec`, `nvenc`). Data-centre GPUs (A100, H100,
-//! H200) have NVDEC but no NVENC, so each is probed on its own and the
-//! worker falls back to software per stage.
+//! - [`GpuCapabilities`]: the quick probe a worker runs at start and
+//!   advertises when it leases (`cuda`, `nvdec`, `nvenc`); [`probe`]: the
+//!   full report of `vodfarm worker --probe`.
+//! - `sdk` (private): the Video Codec SDK and CUDA driver API, generated
+//!   by bindgen from the ffnvcodec headers (`build.rs`).
+//! - [`cuda`]: contexts, streams, pooled device memory, modules.
+//! - [`nvrtc`] + [`scaler`]: the fused ladder scaler and the thumbnail
+//!   scaler, CUDA C compiled at run time; [`reference`]: their CPU
+//!   reference (same arithmetic).
+//! - [`nvdec`]: the NVDEC decoder (parser + decoder, surface pool).
+//! - [`nvenc`]: the NVENC session over CUDA device pointers.
+//! - [`av`]: libav fields ffmpeg-next has no safe accessor for.
+//!
+//! Data-centre GPUs (A100, H100, H200) have NVDEC but no NVENC, so each
+//! engine is probed on its own and the worker falls back per stage.
 
 #![warn(missing_docs)]
 
 pub mod av;
+pub mod cuda;
+mod error;
+mod loader;
+pub mod nvdec;
+pub mod nvenc;
+pub mod nvrtc;
+pub mod probe;
+pub mod reference;
+pub mod scaler;
+mod sdk;
+
+pub use error::{NativeError, Result};
 
 use libloading::Library;
 
@@ -84,6 +107,24 @@ mod tests {
         assert_eq!(names.contains(&"cuda".to_owned()), caps.cuda);
         assert_eq!(names.contains(&"nvdec".to_owned()), caps.nvdec);
         assert_eq!(names.contains(&"nvenc".to_owned()), caps.nvenc);
+    }
+
+    #[test]
+    fn sdk_layouts_match_the_headers() {
+        // bindgen's own layout assertions are compiled into `sdk`; these
+        // pin the structures the wrappers fill by hand to the SDK's sizes.
+        assert_eq!(std::mem::size_of::<sdk::GUID>(), 16);
+        assert_eq!(std::mem::size_of::<sdk::CUdeviceptr>(), 8);
+        assert_eq!(std::mem::size_of::<sdk::CUVIDDECODECAPS>(), 88);
+        // 2 u32 + 41 pointers (40 functions, `reserved1`) + 277 reserved
+        // pointers (SDK 11.1).
+        assert_eq!(
+            std::mem::size_of::<sdk::NV_ENCODE_API_FUNCTION_LIST>(),
+            8 + 8 * (41 + 277)
+        );
+        // NVENCAPI_STRUCT_VERSION(v) = 11 | 1 << 24 | v << 16 | 7 << 28.
+        assert_eq!(nvenc::struct_version(1), 0x7101_000b);
+        assert_eq!(nvenc::struct_version(2), 0x7102_000b);
     }
 
     #[test]
