@@ -113,13 +113,13 @@ mod tests {
     fn sdk_layouts_match_the_headers() {
         // bindgen's own layout assertions are compiled into `sdk`; these
         // pin the structures the wrappers fill by hand to the SDK's sizes.
-        assert_eq!(std::mem::size_of::<sdk::GUID>(), 16);
-        assert_eq!(std::mem::size_of::<sdk::CUdeviceptr>(), 8);
-        assert_eq!(std::mem::size_of::<sdk::CUVIDDECODECAPS>(), 88);
+        assert_eq!(size_of::<sdk::GUID>(), 16);
+        assert_eq!(size_of::<sdk::CUdeviceptr>(), 8);
+        assert_eq!(size_of::<sdk::CUVIDDECODECAPS>(), 88);
         // 2 u32 + 41 pointers (40 functions, `reserved1`) + 277 reserved
         // pointers (SDK 11.1).
         assert_eq!(
-            std::mem::size_of::<sdk::NV_ENCODE_API_FUNCTION_LIST>(),
+            size_of::<sdk::NV_ENCODE_API_FUNCTION_LIST>(),
             8 + 8 * (41 + 277)
         );
         // NVENCAPI_STRUCT_VERSION(v) = 11 | 1 << 24 | v << 16 | 7 << 28.

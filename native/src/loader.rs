@@ -84,8 +84,7 @@ mod tests {
             &["libvodfarm-missing.so.1", "libvodfarm-missing.so"],
             DRIVER_HINT,
         )
-        .err()
-        .expect("no such library");
+        .expect_err("no such library");
         let text = err.to_string();
         assert!(
             text.starts_with("libvodfarm-missing.so.1 could not be loaded"),
@@ -105,8 +104,7 @@ mod tests {
         let lib = open("libc.so.6", &["libc.so.6"], DRIVER_HINT).expect("libc");
         // SAFETY: the symbol does not exist, so the type is never used.
         let err = unsafe { symbol::<unsafe extern "C" fn()>(&lib, "libc.so.6", "cuInit\0") }
-            .err()
-            .expect("libc has no cuInit");
+            .expect_err("libc has no cuInit");
         assert_eq!(
             err.to_string(),
             "libc.so.6 has no `cuInit`: the NVIDIA driver is too old for this SDK (Video Codec SDK 11.1, CUDA 11); upgrade the driver"

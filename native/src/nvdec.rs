@@ -30,6 +30,12 @@ struct Api {
     unmap: F<sdk::tcuvidUnmapVideoFrame64>,
 }
 
+impl std::fmt::Debug for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Api").finish_non_exhaustive()
+    }
+}
+
 static API: OnceLock<std::result::Result<Arc<Api>, NativeError>> = OnceLock::new();
 
 fn api() -> Result<Arc<Api>> {
@@ -473,8 +479,7 @@ mod tests {
     #[test]
     fn missing_library_is_a_clear_error() {
         let e = load(&["libnvcuvid-vodfarm-absent.so.1"])
-            .err()
-            .expect("absent");
+            .expect_err("absent");
         let text = e.to_string();
         assert!(
             text.starts_with("libnvcuvid.so.1 could not be loaded"),

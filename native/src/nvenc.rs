@@ -118,6 +118,12 @@ unsafe impl Send for Api {}
 // SAFETY: as above; it is never written after loading.
 unsafe impl Sync for Api {}
 
+impl std::fmt::Debug for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Api").finish_non_exhaustive()
+    }
+}
+
 static API: OnceLock<std::result::Result<Arc<Api>, NativeError>> = OnceLock::new();
 
 type GetMaxVersion = unsafe extern "C" fn(*mut u32) -> sdk::NVENCSTATUS;
@@ -631,8 +637,7 @@ mod tests {
     #[test]
     fn missing_library_is_a_clear_error() {
         let e = load(&["libnvidia-encode-vodfarm-absent.so.1"])
-            .err()
-            .expect("absent");
+            .expect_err("absent");
         assert!(
             e.to_string()
                 .starts_with("libnvidia-encode.so.1 could not be loaded"),

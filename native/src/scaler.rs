@@ -283,9 +283,9 @@ mod tests {
         // struct Rung { 3 pointers; 4 ints } = 40 bytes; Ladder = 8 rungs
         // + int count, padded to 8: 328 bytes (well under the 4 KiB
         // kernel-parameter limit).
-        assert_eq!(std::mem::size_of::<RungArg>(), 40);
-        assert_eq!(std::mem::size_of::<LadderArg>(), 328);
-        assert_eq!(std::mem::align_of::<LadderArg>(), 8);
+        assert_eq!(size_of::<RungArg>(), 40);
+        assert_eq!(size_of::<LadderArg>(), 328);
+        assert_eq!(align_of::<LadderArg>(), 8);
     }
 
     /// NVRTC from `$NVRTC_LIB`, else from the `nvidia-cuda-nvrtc-cu12`
@@ -349,8 +349,7 @@ mod tests {
                 "bad.cu",
                 "compute_75",
             )
-            .err()
-            .expect("does not compile");
+            .expect_err("does not compile");
         let text = err.to_string();
         assert!(
             text.starts_with("nvrtcCompileProgram failed with NVRTC_ERROR_COMPILATION"),
@@ -362,8 +361,7 @@ mod tests {
     #[test]
     fn missing_nvrtc_is_a_clear_error() {
         let err = Nvrtc::load_from("/nonexistent/libnvrtc.so.12")
-            .err()
-            .expect("absent");
+            .expect_err("absent");
         let text = err.to_string();
         assert!(
             text.starts_with("libnvrtc.so.12 could not be loaded"),
