@@ -18,6 +18,7 @@ pub mod chunks;
 pub mod cmaf;
 pub mod continuity;
 pub mod error;
+pub mod gpu;
 pub mod hls;
 pub mod probe;
 pub mod rendition;
