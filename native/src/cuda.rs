@@ -666,8 +666,7 @@ mod tests {
 
     #[test]
     fn loading_from_a_missing_library_is_a_clear_error() {
-        let err = Cuda::load_from(&["libcuda-vodfarm-absent.so.1"])
-            .expect_err("absent");
+        let err = Cuda::load_from(&["libcuda-vodfarm-absent.so.1"]).expect_err("absent");
         let text = err.to_string();
         assert!(
             text.starts_with("libcuda.so.1 could not be loaded"),

@@ -478,8 +478,7 @@ mod tests {
 
     #[test]
     fn missing_library_is_a_clear_error() {
-        let e = load(&["libnvcuvid-vodfarm-absent.so.1"])
-            .expect_err("absent");
+        let e = load(&["libnvcuvid-vodfarm-absent.so.1"]).expect_err("absent");
         let text = e.to_string();
         assert!(
             text.starts_with("libnvcuvid.so.1 could not be loaded"),

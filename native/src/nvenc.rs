@@ -636,8 +636,7 @@ mod tests {
 
     #[test]
     fn missing_library_is_a_clear_error() {
-        let e = load(&["libnvidia-encode-vodfarm-absent.so.1"])
-            .expect_err("absent");
+        let e = load(&["libnvidia-encode-vodfarm-absent.so.1"]).expect_err("absent");
         assert!(
             e.to_string()
                 .starts_with("libnvidia-encode.so.1 could not be loaded"),

@@ -360,8 +360,7 @@ mod tests {
 
     #[test]
     fn missing_nvrtc_is_a_clear_error() {
-        let err = Nvrtc::load_from("/nonexistent/libnvrtc.so.12")
-            .expect_err("absent");
+        let err = Nvrtc::load_from("/nonexistent/libnvrtc.so.12").expect_err("absent");
         let text = err.to_string();
         assert!(
             text.starts_with("libnvrtc.so.12 could not be loaded"),

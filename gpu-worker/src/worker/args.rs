@@ -17,13 +17,29 @@ pub struct WorkerArgs {
     )]
     pub coordinator: String,
     /// Shared secret sent to the coordinator as `Authorization: Bearer ...`.
-    #[arg(long, env = "VODFARM_WORKER_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "VODFARM_WORKER_TOKEN",
+        hide_env_values = true,
+        required_unless_present = "probe",
+        default_value = ""
+    )]
     pub worker_token: String,
     /// Object store holding originals and receiving outputs:
     /// `s3://BUCKET` (endpoint and credentials from the AWS_* variables)
     /// or `file:///absolute/dir`.
-    #[arg(long, env = "VODFARM_STORE")]
+    #[arg(
+        long,
+        env = "VODFARM_STORE",
+        required_unless_present = "probe",
+        default_value = ""
+    )]
     pub store: String,
+    /// Print what this machine's GPUs offer (devices, memory, NVDEC and
+    /// NVENC codecs, CUDA version) and where each stage would run, as
+    /// JSON, then exit.
+    #[arg(long)]
+    pub probe: bool,
     /// Jobs run at once (each transcode already uses every core through
     /// its encoder threads; raise this on big machines).
     #[arg(long, env = "VODFARM_WORKER_CONCURRENCY", default_value_t = 1)]

@@ -22,6 +22,8 @@ pub struct WorkerMetrics {
     pub(super) uploaded_bytes: IntCounter,
     /// Bytes of job inputs read from the object store, by job type.
     pub(super) source_bytes: IntCounterVec,
+    /// Frames per stage and device, GPU memory in use.
+    pub(super) stages: crate::media::gpu::stage_metrics::StageMetrics,
 }
 
 impl WorkerMetrics {
@@ -70,6 +72,7 @@ impl WorkerMetrics {
         registry.register(Box::new(frames.clone()))?;
         registry.register(Box::new(segments.clone()))?;
         registry.register(Box::new(uploaded_bytes.clone()))?;
+        let stages = crate::media::gpu::stage_metrics::StageMetrics::register(&registry)?;
         Ok(WorkerMetrics {
             registry,
             jobs,
@@ -79,7 +82,20 @@ impl WorkerMetrics {
             segments,
             uploaded_bytes,
             source_bytes,
+            stages,
         })
+    }
+
+    /// Counts `n` output frames encoded, overall and per encode device.
+    pub(super) fn encoded(&self, n: u64, stages: crate::media::stages::StageChoice) {
+        use crate::media::gpu::plan::Device;
+        self.frames.inc_by(n);
+        let device = if stages.nvenc {
+            Device::Gpu(0)
+        } else {
+            Device::Cpu
+        };
+        self.stages.frames("encode", device, n);
     }
 
     /// The metrics server's connection metrics, in this registry.
@@ -92,12 +108,14 @@ impl WorkerMetrics {
     /// `/metrics` (this registry, Prometheus text) and `/healthz`.
     pub(super) fn router(&self) -> axum::Router {
         let registry = self.registry.clone();
+        let stages = self.stages.clone();
         axum::Router::new()
             .route("/healthz", axum::routing::get(|| async { "ok\n" }))
             .route(
                 "/metrics",
                 axum::routing::get(move || {
                     let registry = registry.clone();
+                    stages.sample_gpu_memory();
                     async move {
                         (
                             [(

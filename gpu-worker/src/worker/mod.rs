@@ -77,6 +77,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), WorkerError> {
     crate::media::init();
+    if args.probe {
+        let doc = crate::media::gpu::report::probe_json(args.gpu == "auto");
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        return Ok(());
+    }
     let scratch_dir = args
         .scratch_dir
         .clone()
@@ -96,6 +101,8 @@ pub async fn run(
         GpuCapabilities::default()
     };
     let stages = StageChoice::select(caps, args.gpu == "auto");
+    let plan = crate::media::gpu::plan::startup_plan(args.gpu == "auto");
+    plan.log_fallbacks();
     let metrics = WorkerMetrics::new()?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -104,14 +111,16 @@ pub async fn run(
             source,
         })?;
     let addr = listener.local_addr().unwrap_or(args.listen);
-    tracing::info!(%addr, worker_id, ?stages, capabilities = ?caps.names(), "worker listening");
+    let mut capabilities = caps.names();
+    capabilities.extend(plan.capabilities());
+    tracing::info!(%addr, worker_id, ?stages, stage_plan = %plan.summary(), ?capabilities, "worker listening");
 
     let worker = Arc::new(Worker {
         client,
         store,
         scratch: scratch_dir,
         job_types: args.job_types.clone(),
-        capabilities: caps.names(),
+        capabilities,
         stages,
         limits: Limits {
             max_dimension: args.max_dimension,

@@ -78,8 +78,16 @@ pub fn yuv420_frame(rung: &Yuv420) -> frame::Video {
     let mut out = frame::Video::new(Pixel::YUV420P, rung.width, rung.height);
     let planes = [
         (&rung.y, rung.width as usize, rung.height as usize),
-        (&rung.u, rung.width.div_ceil(2) as usize, rung.height.div_ceil(2) as usize),
-        (&rung.v, rung.width.div_ceil(2) as usize, rung.height.div_ceil(2) as usize),
+        (
+            &rung.u,
+            rung.width.div_ceil(2) as usize,
+            rung.height.div_ceil(2) as usize,
+        ),
+        (
+            &rung.v,
+            rung.width.div_ceil(2) as usize,
+            rung.height.div_ceil(2) as usize,
+        ),
     ];
     for (i, (src, w, h)) in planes.into_iter().enumerate() {
         let stride = out.stride(i);
@@ -94,7 +102,11 @@ pub fn yuv420_frame(rung: &Yuv420) -> frame::Video {
 /// The planes of a yuv420p frame, rows packed (for comparisons).
 pub fn planes_of(frame: &frame::Video) -> [Vec<u8>; 3] {
     let (w, h) = (frame.width() as usize, frame.height() as usize);
-    let sizes = [(w, h), (w.div_ceil(2), h.div_ceil(2)), (w.div_ceil(2), h.div_ceil(2))];
+    let sizes = [
+        (w, h),
+        (w.div_ceil(2), h.div_ceil(2)),
+        (w.div_ceil(2), h.div_ceil(2)),
+    ];
     let mut out: [Vec<u8>; 3] = Default::default();
     for (i, (pw, ph)) in sizes.into_iter().enumerate() {
         let stride = frame.stride(i);
@@ -145,19 +157,31 @@ mod tests {
             f64::from(seed % 17) - 8.0
         };
         let luma = |x: f64, y: f64, n: f64| {
-            let base = 60.0 + 120.0 * (x / f64::from(w)) + 30.0 * ((x * 0.05).sin() * (y * 0.03).cos());
+            let base =
+                60.0 + 120.0 * (x / f64::from(w)) + 30.0 * ((x * 0.05).sin() * (y * 0.03).cos());
             let fine = 12.0 * ((x * 0.9).sin() + (y * 1.3).cos());
-            let edge = if ((x / 97.0) as i64 + (y / 61.0) as i64) % 2 == 0 { 25.0 } else { -25.0 };
+            let edge = if ((x / 97.0) as i64 + (y / 61.0) as i64) % 2 == 0 {
+                25.0
+            } else {
+                -25.0
+            };
             (base + fine + edge + n).clamp(16.0, 235.0)
         };
         let chroma = |x: f64, y: f64, k: f64, n: f64| {
-            (128.0 + 70.0 * ((x * 0.02 * k).sin() * (y * 0.015).cos()) + 10.0 * (x * 0.7).sin() + n * 0.5)
+            (128.0
+                + 70.0 * ((x * 0.02 * k).sin() * (y * 0.015).cos())
+                + 10.0 * (x * 0.7).sin()
+                + n * 0.5)
                 .clamp(16.0, 240.0)
         };
         for plane in 0..2 {
             let stride = f.stride(plane);
             let rows = if plane == 0 { h } else { h.div_ceil(2) } as usize;
-            let cols = if plane == 0 { w as usize } else { w.div_ceil(2) as usize * 2 };
+            let cols = if plane == 0 {
+                w as usize
+            } else {
+                w.div_ceil(2) as usize * 2
+            };
             let data = f.data_mut(plane);
             for r in 0..rows {
                 for c in 0..cols {
@@ -169,7 +193,8 @@ mod tests {
                     };
                     if ten {
                         let word = (((v * 4.0).round() as u16).min(1023)) << 6;
-                        data[r * stride + c * 2..r * stride + c * 2 + 2].copy_from_slice(&word.to_le_bytes());
+                        data[r * stride + c * 2..r * stride + c * 2 + 2]
+                            .copy_from_slice(&word.to_le_bytes());
                     } else {
                         data[r * stride + c] = v.round() as u8;
                     }
@@ -187,27 +212,44 @@ mod tests {
         // takes the siting as a parameter (NVDEC sources use the stream's).
         let ours = scale_ladder(&owned.picture(), ChromaSiting::Center, rungs);
         for (rung, &(rw, rh)) in ours.iter().zip(rungs) {
-            let mut ctx = scaling::Context::get(format, w, h, Pixel::YUV420P, rw, rh, scaling::Flags::AREA)
-                .expect("swscale context");
+            let mut ctx =
+                scaling::Context::get(format, w, h, Pixel::YUV420P, rw, rh, scaling::Flags::AREA)
+                    .expect("swscale context");
             let mut out = frame::Video::empty();
             ctx.run(&src, &mut out).expect("swscale runs");
             let [y, u, v] = planes_of(&out);
             let p = [psnr(&y, &rung.y), psnr(&u, &rung.u), psnr(&v, &rung.v)];
-            println!("{format:?} {w}x{h} -> {rw}x{rh}: PSNR Y {:.2} U {:.2} V {:.2} dB", p[0], p[1], p[2]);
+            println!(
+                "{format:?} {w}x{h} -> {rw}x{rh}: PSNR Y {:.2} U {:.2} V {:.2} dB",
+                p[0], p[1], p[2]
+            );
             for (plane, db) in ["Y", "U", "V"].iter().zip(p) {
-                assert!(db >= 45.0, "{format:?} {w}x{h} -> {rw}x{rh} plane {plane}: {db:.2} dB < 45");
+                assert!(
+                    db >= 45.0,
+                    "{format:?} {w}x{h} -> {rw}x{rh} plane {plane}: {db:.2} dB < 45"
+                );
             }
         }
     }
 
     #[test]
     fn reference_agrees_with_swscale_area_from_1080p() {
-        check_ladder(Pixel::NV12, 1920, 1080, &[(1920, 1080), (1280, 720), (426, 240)]);
+        check_ladder(
+            Pixel::NV12,
+            1920,
+            1080,
+            &[(1920, 1080), (1280, 720), (426, 240)],
+        );
     }
 
     #[test]
     fn reference_agrees_with_swscale_area_from_4k_10_bit() {
-        check_ladder(Pixel::P010LE, 3840, 2160, &[(1920, 1080), (1280, 720), (426, 240)]);
+        check_ladder(
+            Pixel::P010LE,
+            3840,
+            2160,
+            &[(1920, 1080), (1280, 720), (426, 240)],
+        );
     }
 
     #[test]

@@ -95,7 +95,7 @@ pub(super) async fn chunk_job(
     let uploaded = uploader.await.map_err(media_blocking_error)?;
     let output = media?;
     uploaded?;
-    worker.metrics.frames.inc_by(control.take_frames());
+    worker.metrics.encoded(control.take_frames(), worker.stages);
 
     let record = ChunkRecord {
         index: spec.index,

@@ -168,7 +168,7 @@ pub(super) async fn transcode_job(
     let output = media?;
     uploaded?;
     // The heartbeat counted most frames as they were encoded; the rest now.
-    worker.metrics.frames.inc_by(control.take_frames());
+    worker.metrics.encoded(control.take_frames(), worker.stages);
 
     let mut encodings = Vec::new();
     for r in output.renditions.iter().chain(output.audio.iter()) {
