@@ -21,6 +21,8 @@
 
 pub mod av;
 pub mod cuda;
+mod libav;
+pub use libav::extradata;
 mod error;
 mod loader;
 pub mod nvdec;

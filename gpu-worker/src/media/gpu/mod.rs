@@ -4,7 +4,9 @@
 //! ([`stage_metrics`]). The device work itself lives in `vodfarm-native`
 //! (NVDEC, the fused CUDA scaler, NVENC).
 
+pub mod annexb;
 pub mod frames;
+pub mod ladder;
 pub mod plan;
 pub mod report;
 pub mod stage_metrics;
