@@ -86,7 +86,11 @@ EVERYTHING = merged(REQUIRED, {
     "api": {"ingress": {"enabled": True, "className": "nginx",
                         "tls": [{"secretName": "api-tls", "hosts": ["api.example.com"]}]}},
     "worker": {"keda": {"enabled": True, "minReplicaCount": 0},
-               "gpu": {"enabled": True, "runtimeClassName": "nvidia"}},
+               "gpu": {"enabled": True, "runtimeClassName": "nvidia", "count": 2,
+                       "sessionsPerGpu": 3, "nvrtcLib": "/opt/nvrtc/libnvrtc.so.12",
+                       "nodeSelector": {"nvidia.com/gpu.present": "true"},
+                       "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists",
+                                        "effect": "NoSchedule"}]}},
     "shield": {"enabled": True},
     "purger": {"enabled": True, "replicas": 2,
                "purgeUrls": ["http://varnish-0.edge:6081", "http://varnish-1.edge:6081"],
@@ -192,6 +196,31 @@ def container_env(deployment):
     return {e["name"]: e for e in containers[0].get("env", [])}
 
 
+def check_gpu_pool(name, kinds, values):
+    """With the GPU pool on: the GPU limit, sessions per GPU as the
+    worker's concurrency, NVRTC_LIB, GPU node selector and toleration."""
+    gpu = ((values.get("worker") or {}).get("gpu")) or {}
+    if not gpu.get("enabled"):
+        return
+    for path, d in kinds.get("Deployment", []):
+        if not d["metadata"]["name"].endswith("worker"):
+            continue
+        spec = d["spec"]["template"]["spec"]
+        env = container_env(d)
+        limits = (spec["containers"][0].get("resources") or {}).get("limits") or {}
+        if str(limits.get("nvidia.com/gpu")) != str(gpu["count"]):
+            fail(f"helm template ({name}): worker GPU limit {limits.get('nvidia.com/gpu')!r}")
+        want = str(gpu["count"] * gpu["sessionsPerGpu"])
+        if (env.get("VODFARM_WORKER_CONCURRENCY") or {}).get("value") != want:
+            fail(f"helm template ({name}): worker concurrency is not count x sessionsPerGpu ({want})")
+        if (env.get("NVRTC_LIB") or {}).get("value") != gpu["nvrtcLib"]:
+            fail(f"helm template ({name}): worker NVRTC_LIB missing")
+        if (spec.get("nodeSelector") or {}).get("nvidia.com/gpu.present") != "true" \
+                or not any(t.get("key") == "nvidia.com/gpu" for t in spec.get("tolerations") or []):
+            fail(f"helm template ({name}): worker lacks the GPU node selector or toleration")
+        print(f"  GPU pool ({name}): {limits.get('nvidia.com/gpu')} GPU(s), concurrency {want}, node selector and toleration")
+
+
 def check_token_separation(name, kinds):
     """The coordinator gets the operator token from its own Secret key;
     no other role gets it (workers parse untrusted media)."""
@@ -238,6 +267,7 @@ def check_render(name, values, want, unwanted):
     print(f"  helm template ({name}): " + ", ".join(f"{len(v)} {k}" for k, v in sorted(kinds.items())))
 
     check_token_separation(name, kinds)
+    check_gpu_pool(name, kinds, values)
 
     mon = values.get("monitoring", {})
     for path, d in kinds.get("ConfigMap", []):
