@@ -62,6 +62,16 @@ if ! python3 -c "import schemathesis, sys; sys.exit(schemathesis.__version__ != 
     || python3 -m pip install -q --break-system-packages "schemathesis==$schemathesis_version"
 fi
 
+# NVRTC (CUDA C -> PTX, no GPU needed) for native/'s kernel-compile
+# test: PyPI's wheel ships libnvrtc.so.12; tests find it through python3
+# (or NVRTC_LIB).
+nvrtc_version=12.9.86
+if ! python3 -c 'import nvidia.cuda_nvrtc' >/dev/null 2>&1; then
+  echo "services: installing nvidia-cuda-nvrtc-cu12 $nvrtc_version (pip)"
+  python3 -m pip install -q "nvidia-cuda-nvrtc-cu12==$nvrtc_version" \
+    || python3 -m pip install -q --break-system-packages "nvidia-cuda-nvrtc-cu12==$nvrtc_version"
+fi
+
 # Monitoring checks of ./test.sh: promtool (Debian's prometheus package;
 # only its promtool is used, recommends skipped) checks and unit-tests the
 # alert rules and lints every role's /metrics (tests/it/metrics.rs);

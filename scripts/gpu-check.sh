@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# The GPU path on a machine with an NVIDIA GPU, in one command (about 5
+# minutes on a 16-core H200 box; 8 at most):
+#   1. build (release, so the bench measures what ships);
+#   2. the probe: `vodfarm worker --probe` (devices, NVDEC/NVENC, stages);
+#   3. the GPU tests: native/ (loaders, NVRTC kernel compile, reference),
+#      the worker's GPU plan, and gpu-worker/tests/gpu.rs: NVDEC bit-exact
+#      with libavcodec, the CUDA scaler within 1 LSB of its CPU reference,
+#      the GPU ladder's HLS (NVENC where present, and the download +
+#      libx264 path) decoded clean by `ffmpeg -xerror`;
+#   4. the bench: benches/gpu_transcode.rs, whose last line is
+#      `gpu: stages=… ours_fps=… peer_fps=… ratio=… psnr_delta_db=…`.
+# Needs the NVIDIA driver (libcuda, libnvcuvid, libnvidia-encode where the
+# GPU has NVENC), an ffmpeg built with CUDA (-hwaccel cuda, scale_cuda,
+# h264_nvenc) for the peer, and NVRTC (the CUDA toolkit's, or PyPI's
+# nvidia-cuda-nvrtc-cu12, installed here when missing).
+# Fails loudly when no GPU is visible: the GPU tests would only say
+# "did NOT run", which is no result.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+start=$(date +%s)
+stamp() { echo "== [$(( $(date +%s) - start ))s] $*"; }
+
+if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; then
+  echo "gpu-check: no NVIDIA GPU visible (nvidia-smi -L fails); run this on a GPU machine" >&2
+  exit 1
+fi
+nvidia-smi -L
+
+bash scripts/deps.sh >/dev/null
+if [ -z "${NVRTC_LIB:-}" ]; then
+  if ! python3 -c 'import nvidia.cuda_nvrtc' >/dev/null 2>&1; then
+    python3 -m pip install -q nvidia-cuda-nvrtc-cu12==12.9.86 \
+      || python3 -m pip install -q --break-system-packages nvidia-cuda-nvrtc-cu12==12.9.86
+  fi
+  NVRTC_LIB=$(python3 -c 'import nvidia.cuda_nvrtc as m; print(list(m.__path__)[0] + "/lib/libnvrtc.so.12")')
+  export NVRTC_LIB
+fi
+echo "NVRTC_LIB=$NVRTC_LIB"
+export CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-$(nproc)}
+
+stamp "build (release)"
+cargo build --locked --release --bin vodfarm
+cargo test --locked --release -p vodfarm-native -p vodfarm-gpu-worker --no-run
+
+stamp "probe"
+./target/release/vodfarm worker --probe | tee /tmp/vodfarm-gpu-probe.json
+python3 - <<'PY'
+import json
+doc = json.load(open("/tmp/vodfarm-gpu-probe.json"))
+assert doc["cuda"]["available"], doc["cuda"]
+assert doc["devices"], "no devices in the probe"
+s = doc["stages"]
+print("stages:", doc["summary"], "| encode:", s["encode"]["implementation"], "-", s["encode"]["reason"] or "on the GPU")
+PY
+
+stamp "GPU tests"
+log=$(mktemp)
+cargo test --locked --release -p vodfarm-native -p vodfarm-gpu-worker -- --nocapture --test-threads=1 2>&1 | tee "$log" \
+  | grep -E "^test |test result|NVDEC:|CUDA scaler:|GPU ladder|did NOT run|NOT RUN|panicked" || true
+if grep -q "FAILED\|panicked" "$log"; then
+  echo "gpu-check: GPU tests failed (log: $log)" >&2
+  exit 1
+fi
+if grep -q "did NOT run\|NOT RUN: gpu::" "$log"; then
+  echo "gpu-check: a GPU test did not run on this GPU machine (log: $log)" >&2
+  exit 1
+fi
+for want in "NVDEC:" "CUDA scaler:" "GPU ladder"; do
+  grep -q "$want" "$log" || { echo "gpu-check: no '$want' result in the GPU tests" >&2; exit 1; }
+done
+
+stamp "bench (GPU mode)"
+BENCH_SECONDS=${BENCH_SECONDS:-30} cargo bench --locked --bench gpu_transcode 2>&1 | tee "$log" | grep -v "^\s*Compiling" || true
+stamp "done"
+tail -n1 "$log" | grep -q "^gpu: stages=" || { echo "gpu-check: the bench gave no result line" >&2; exit 1; }
+tail -n1 "$log"
