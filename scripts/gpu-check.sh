@@ -42,6 +42,7 @@ export CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-$(nproc)}
 stamp "build (release)"
 cargo build --locked --release --bin vodfarm
 cargo test --locked --release -p vodfarm-native -p vodfarm-gpu-worker --no-run
+cargo bench --locked --bench gpu_transcode --no-run
 
 stamp "probe"
 ./target/release/vodfarm worker --probe | tee /tmp/vodfarm-gpu-probe.json
@@ -56,8 +57,11 @@ PY
 
 stamp "GPU tests"
 log=$(mktemp)
-cargo test --locked --release -p vodfarm-native -p vodfarm-gpu-worker -- --nocapture --test-threads=1 2>&1 | tee "$log" \
-  | grep -E "^test |test result|NVDEC:|CUDA scaler:|GPU ladder|did NOT run|NOT RUN|panicked" || true
+{
+  cargo test --locked --release -p vodfarm-native -- --nocapture
+  cargo test --locked --release -p vodfarm-gpu-worker --lib -- media::gpu --nocapture
+  cargo test --locked --release -p vodfarm-gpu-worker --test gpu -- --nocapture --test-threads=1
+} 2>&1 | tee "$log" | grep -E "^test |test result|NVDEC:|CUDA scaler:|GPU ladder|did NOT run|NOT RUN|panicked" || true
 if grep -q "FAILED\|panicked" "$log"; then
   echo "gpu-check: GPU tests failed (log: $log)" >&2
   exit 1
