@@ -14,7 +14,7 @@ use vodfarm_native::cuda::CudaContext;
 use vodfarm_native::nvdec::{Codec, NvdecDecoder};
 use vodfarm_native::nvrtc::Nvrtc;
 use vodfarm_native::probe::GpuReport;
-use vodfarm_native::reference::{scale_ladder, ChromaSiting};
+use vodfarm_native::reference::{scale_ladder, thumbnail_rgb, ChromaSiting};
 use vodfarm_native::scaler::{CudaScaler, DeviceSurface, DeviceYuv420};
 
 /// `Some(reason)` when this machine has no usable GPU.
@@ -202,6 +202,41 @@ fn cuda_scaler_is_within_one_lsb_of_the_reference() {
             height: h,
             ten_bit,
         };
+        // The thumbnail kernel: a 160x90 tile at (160, 90) of a 480x270 sheet.
+        let mut sheet = ctx.alloc(480 * 270 * 3).expect("alloc");
+        sheet.upload(&vec![0u8; 480 * 270 * 3]).expect("clear");
+        scaler
+            .thumbnail(
+                &surface,
+                ChromaSiting::Left,
+                &mut sheet,
+                (480, 270),
+                (160, 90),
+                (160, 90),
+                &stream,
+            )
+            .expect("thumbnail launch");
+        stream.synchronize().expect("sync");
+        let mut rgb = vec![0u8; 480 * 270 * 3];
+        sheet.download(&mut rgb).expect("download");
+        let want = thumbnail_rgb(&src.picture(), ChromaSiting::Left, 160, 90);
+        for row in 0..90usize {
+            let got = &rgb[((90 + row) * 480 + 160) * 3..((90 + row) * 480 + 320) * 3];
+            let exp = &want[row * 160 * 3..(row + 1) * 160 * 3];
+            let worst = got
+                .iter()
+                .zip(exp)
+                .map(|(&p, &q)| (i32::from(p) - i32::from(q)).abs())
+                .max();
+            assert!(
+                worst.unwrap_or(0) <= 1,
+                "thumbnail row {row} ten_bit={ten_bit}: off by {worst:?}"
+            );
+        }
+        assert!(
+            rgb[..90 * 480 * 3].iter().all(|&b| b == 0),
+            "the tile wrote outside its place"
+        );
         let reference = scale_ladder(&src.picture(), ChromaSiting::Left, &rungs);
         for (gpu, cpu) in outs.iter().zip(&reference) {
             let (y, u, v) = gpu.download().expect("download");
@@ -220,7 +255,7 @@ fn cuda_scaler_is_within_one_lsb_of_the_reference() {
             }
         }
     }
-    println!("CUDA scaler: every rung within 1 LSB of the CPU reference (NV12 and P010)");
+    println!("CUDA scaler: every rung and the sprite tile within 1 LSB of the CPU reference (NV12 and P010)");
 }
 
 fn ladder_decodes_clean(plan: &StagePlan, label: &str) {

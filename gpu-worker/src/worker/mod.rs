@@ -104,6 +104,7 @@ pub async fn run(
     let plan = crate::media::gpu::plan::startup_plan(args.gpu == "auto");
     plan.log_fallbacks();
     let metrics = WorkerMetrics::new()?;
+    metrics.stages.watch_gpus(&plan);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|source| WorkerError::Serve {

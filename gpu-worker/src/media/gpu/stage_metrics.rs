@@ -4,12 +4,17 @@
 
 use super::plan::{Device, StagePlan};
 use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
+use std::sync::{Arc, Mutex};
+use vodfarm_native::cuda::CudaContext;
 
 /// The per-stage counters, registered in the worker's registry.
 #[derive(Debug, Clone)]
 pub struct StageMetrics {
     frames: IntCounterVec,
     gpu_memory: IntGaugeVec,
+    /// Contexts of the GPUs the plan uses (retained once, so a scrape
+    /// neither creates nor tears down a context).
+    watched: Arc<Mutex<Vec<Arc<CudaContext>>>>,
 }
 
 impl StageMetrics {
@@ -31,7 +36,11 @@ impl StageMetrics {
         )?;
         registry.register(Box::new(frames.clone()))?;
         registry.register(Box::new(gpu_memory.clone()))?;
-        Ok(StageMetrics { frames, gpu_memory })
+        Ok(StageMetrics {
+            frames,
+            gpu_memory,
+            watched: Arc::default(),
+        })
     }
 
     /// Counts `n` frames through `stage` on `device`.
@@ -49,22 +58,45 @@ impl StageMetrics {
         self.frames("encode", plan.encode.device, source_frames * rungs);
     }
 
-    /// Reads each GPU's memory use now (no-op without a GPU).
-    pub fn sample_gpu_memory(&self) {
-        let Ok(cuda) = vodfarm_native::cuda::Cuda::get() else {
-            return;
-        };
-        let Ok(count) = cuda.device_count() else {
-            return;
-        };
-        for ordinal in 0..count {
-            if let Ok(ctx) = vodfarm_native::cuda::CudaContext::new(ordinal) {
-                if let Ok((free, total)) = ctx.memory() {
-                    let used = i64::try_from(total.saturating_sub(free)).unwrap_or(i64::MAX);
-                    self.gpu_memory
-                        .with_label_values(&[&Device::Gpu(ordinal).label()])
-                        .set(used);
+    /// Reports the memory of the GPUs `plan` runs stages on (none for a
+    /// software plan: a worker that does not use the GPU never opens a
+    /// context on it).
+    pub fn watch_gpus(&self, plan: &StagePlan) {
+        let mut ordinals: Vec<u32> = [plan.decode.device, plan.scale.device, plan.encode.device]
+            .into_iter()
+            .filter_map(|d| match d {
+                Device::Gpu(n) => Some(n),
+                Device::Cpu => None,
+            })
+            .collect();
+        ordinals.sort_unstable();
+        ordinals.dedup();
+        let contexts: Vec<_> = ordinals
+            .into_iter()
+            .filter_map(|n| match CudaContext::new(n) {
+                Ok(ctx) => Some(ctx),
+                Err(e) => {
+                    tracing::warn!(device = n, error = %e, "GPU memory metric unavailable");
+                    None
                 }
+            })
+            .collect();
+        if let Ok(mut watched) = self.watched.lock() {
+            *watched = contexts;
+        }
+    }
+
+    /// Reads the watched GPUs' memory use now.
+    pub fn sample_gpu_memory(&self) {
+        let Ok(watched) = self.watched.lock() else {
+            return;
+        };
+        for ctx in watched.iter() {
+            if let Ok((free, total)) = ctx.memory() {
+                let used = i64::try_from(total.saturating_sub(free)).unwrap_or(i64::MAX);
+                self.gpu_memory
+                    .with_label_values(&[&Device::Gpu(ctx.ordinal()).label()])
+                    .set(used);
             }
         }
     }
@@ -79,6 +111,7 @@ mod tests {
         let registry = Registry::new();
         let m = StageMetrics::register(&registry).expect("register");
         m.plan_frames(&StagePlan::software("test"), 10, 3);
+        m.watch_gpus(&StagePlan::software("test"));
         m.sample_gpu_memory();
         let text = prometheus::TextEncoder::new()
             .encode_to_string(&registry.gather())
