@@ -22,7 +22,8 @@ pub struct WorkerArgs {
         env = "VODFARM_WORKER_TOKEN",
         hide_env_values = true,
         required_unless_present = "probe",
-        default_value = ""
+        default_value = "",
+        hide_default_value = true
     )]
     pub worker_token: String,
     /// Object store holding originals and receiving outputs:
@@ -32,7 +33,8 @@ pub struct WorkerArgs {
         long,
         env = "VODFARM_STORE",
         required_unless_present = "probe",
-        default_value = ""
+        default_value = "",
+        hide_default_value = true
     )]
     pub store: String,
     /// Print what this machine's GPUs offer (devices, memory, NVDEC and
