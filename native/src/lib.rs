@@ -21,8 +21,7 @@
 
 pub mod av;
 pub mod cuda;
-mod libav;
-pub use libav::extradata;
+pub use av::extradata;
 mod error;
 mod loader;
 pub mod nvdec;
