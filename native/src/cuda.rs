@@ -361,12 +361,27 @@ impl CudaContext {
 
     /// Loads a PTX module (from [`crate::nvrtc`]) into this context.
     pub fn load_module(self: &Arc<Self>, ptx: &str) -> Result<Module> {
-        let _g = self.push()?;
         let image = std::ffi::CString::new(ptx)
             .map_err(|_| NativeError::Unsupported("PTX holds a NUL byte".to_owned()))?;
+        self.load_image(image.as_bytes_with_nul())
+    }
+
+    /// Loads a cubin (ELF, from [`crate::nvrtc::Nvrtc::compile_cubin`]).
+    pub fn load_cubin(self: &Arc<Self>, cubin: &[u8]) -> Result<Module> {
+        if !cubin.starts_with(b"\x7fELF") {
+            return Err(NativeError::Unsupported(
+                "not a cubin (no ELF header)".to_owned(),
+            ));
+        }
+        self.load_image(cubin)
+    }
+
+    fn load_image(self: &Arc<Self>, image: &[u8]) -> Result<Module> {
+        let _g = self.push()?;
         let mut m: sdk::CUmodule = std::ptr::null_mut();
-        // SAFETY: the image is a NUL-terminated PTX text alive for the call;
-        // the module is unloaded in Drop.
+        // SAFETY: the image is a NUL-terminated PTX text or a complete ELF
+        // cubin (checked by the callers), alive for the call; the driver
+        // copies what it keeps. The module is unloaded in Drop.
         let r = unsafe { (self.cuda.module_load_data)(&mut m, image.as_ptr().cast()) };
         self.cuda.check("cuModuleLoadData", r)?;
         Ok(Module {

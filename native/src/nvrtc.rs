@@ -35,6 +35,8 @@ pub struct Nvrtc {
     compile: Compile,
     ptx_size: Size,
     ptx: Get,
+    cubin_size: Size,
+    cubin: Get,
     log_size: Size,
     log: Get,
     destroy: Destroy,
@@ -69,6 +71,8 @@ impl Nvrtc {
             compile: resolve!(&lib, LIB, "nvrtcCompileProgram"),
             ptx_size: resolve!(&lib, LIB, "nvrtcGetPTXSize"),
             ptx: resolve!(&lib, LIB, "nvrtcGetPTX"),
+            cubin_size: resolve!(&lib, LIB, "nvrtcGetCUBINSize"),
+            cubin: resolve!(&lib, LIB, "nvrtcGetCUBIN"),
             log_size: resolve!(&lib, LIB, "nvrtcGetProgramLogSize"),
             log: resolve!(&lib, LIB, "nvrtcGetProgramLog"),
             destroy: resolve!(&lib, LIB, "nvrtcDestroyProgram"),
@@ -107,10 +111,10 @@ impl Nvrtc {
         Err(NativeError::Nvrtc { call, name, log })
     }
 
-    /// Compiles `source` (named `name` in messages) to PTX for
-    /// `arch` (`compute_75`, ...). Floating-point contraction is off so
-    /// kernels round exactly as their CPU references.
-    pub fn compile_ptx(&self, source: &str, name: &str, arch: &str) -> Result<String> {
+    /// Compiles `source` (named `name` in messages) for `arch`
+    /// (`compute_90`: PTX; `sm_90`: also SASS). Floating-point contraction
+    /// is off so kernels round exactly as their CPU references.
+    fn compile(&self, source: &str, name: &str, arch: &str) -> Result<ProgGuard<'_>> {
         let src = CString::new(source)
             .map_err(|_| NativeError::Unsupported("kernel source holds a NUL".to_owned()))?;
         let cname = CString::new(name)
@@ -142,9 +146,24 @@ impl Nvrtc {
         // SAFETY: the program is alive; the options array holds
         // `option_ptrs.len()` NUL-terminated strings alive for the call.
         let r = unsafe { (self.compile)(prog, option_ptrs.len() as c_int, option_ptrs.as_ptr()) };
-        let log = guard.read(self.log_size, self.log);
-        self.check("nvrtcCompileProgram", r, log)?;
-        let ptx = guard.read(self.ptx_size, self.ptx);
+        let log = String::from_utf8_lossy(&guard.read(self.log_size, self.log)).into_owned();
+        self.check(
+            "nvrtcCompileProgram",
+            r,
+            log.trim_end_matches('\0').to_owned(),
+        )?;
+        Ok(guard)
+    }
+
+    /// PTX of `source` for a virtual `arch` (`compute_75`, ...): portable
+    /// to newer GPUs, JIT-compiled by the driver (which must be at least
+    /// as new as this NVRTC).
+    pub fn compile_ptx(&self, source: &str, name: &str, arch: &str) -> Result<String> {
+        let guard = self.compile(source, name, arch)?;
+        let mut ptx = guard.read(self.ptx_size, self.ptx);
+        while ptx.last() == Some(&0) {
+            ptx.pop();
+        }
         if ptx.is_empty() {
             return Err(NativeError::Nvrtc {
                 call: "nvrtcGetPTX",
@@ -152,7 +171,26 @@ impl Nvrtc {
                 log: "compilation succeeded but produced no PTX".to_owned(),
             });
         }
-        Ok(ptx)
+        Ok(String::from_utf8_lossy(&ptx).into_owned())
+    }
+
+    /// SASS (an ELF cubin) of `source` for a real `arch` (`sm_90`, ...):
+    /// loads on any driver of the same CUDA major version, without the
+    /// PTX JIT (CUDA minor-version compatibility), so a newer NVRTC than
+    /// the driver is fine.
+    pub fn compile_cubin(&self, source: &str, name: &str, arch: &str) -> Result<Vec<u8>> {
+        let guard = self.compile(source, name, arch)?;
+        let cubin = guard.read(self.cubin_size, self.cubin);
+        if !cubin.starts_with(b"\x7fELF") {
+            return Err(NativeError::Nvrtc {
+                call: "nvrtcGetCUBIN",
+                name: "NVRTC_SUCCESS".to_owned(),
+                log: format!(
+                    "no cubin for {arch} (a virtual compute_ architecture gives PTX only)"
+                ),
+            });
+        }
+        Ok(cubin)
     }
 }
 
@@ -162,28 +200,25 @@ struct ProgGuard<'a> {
 }
 
 impl ProgGuard<'_> {
-    /// Reads a size-then-text output of the program (log or PTX).
-    fn read(&self, size: Size, get: Get) -> String {
+    /// Reads a size-then-bytes output of the program (log, PTX, cubin).
+    fn read(&self, size: Size, get: Get) -> Vec<u8> {
         let mut n = 0usize;
         // SAFETY: writes one size_t for a live program.
         if unsafe { size(self.prog, &mut n) } != 0 || n == 0 {
-            return String::new();
+            return Vec::new();
         }
         let mut buf = vec![0u8; n];
         // SAFETY: the buffer holds the `n` bytes NVRTC said it writes.
         if unsafe { get(self.prog, buf.as_mut_ptr().cast()) } != 0 {
-            return String::new();
+            return Vec::new();
         }
-        while buf.last() == Some(&0) {
-            buf.pop();
-        }
-        String::from_utf8_lossy(&buf).into_owned()
+        buf
     }
 }
 
 impl Drop for ProgGuard<'_> {
     fn drop(&mut self) {
-        // SAFETY: destroys the program created in `compile_ptx`, once.
+        // SAFETY: destroys the program created in `compile`, once.
         unsafe { (self.nvrtc.destroy)(&mut self.prog) };
     }
 }

@@ -123,8 +123,24 @@ impl CudaScaler {
     /// Compiles the kernels for `ctx`'s device and loads them.
     pub fn new(ctx: &Arc<CudaContext>, nvrtc: &Nvrtc) -> Result<Self> {
         let info = ctx.cuda().device_info(ctx.ordinal())?;
-        let ptx = compile_scalers(nvrtc, info.compute_capability)?;
-        let module = ctx.load_module(&ptx)?;
+        let (major, minor) = info.compute_capability;
+        // SASS for this GPU first: it loads on any driver of the same CUDA
+        // major version. PTX (JIT-compiled by the driver, which must then
+        // be as new as NVRTC) only when NVRTC has no SASS target for it.
+        let module = match nvrtc
+            .compile_cubin(
+                SCALE_KERNELS,
+                "vodfarm_scale.cu",
+                &format!("sm_{major}{minor}"),
+            )
+            .and_then(|cubin| ctx.load_cubin(&cubin))
+        {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::info!(error = %e, "no cubin for this GPU; loading the scalers as PTX");
+                ctx.load_module(&compile_scalers(nvrtc, info.compute_capability)?)?
+            }
+        };
         let ladder = module.function("vodfarm_ladder")?;
         let thumb = module.function("vodfarm_thumb")?;
         Ok(CudaScaler {
@@ -338,6 +354,26 @@ mod tests {
                 "contracted FMA in PTX for {cc:?}"
             );
         }
+    }
+
+    #[test]
+    fn scalers_compile_to_sass_for_real_gpus() {
+        let nvrtc = nvrtc_for_tests();
+        for arch in ["sm_75", "sm_80", "sm_89", "sm_90"] {
+            let cubin = nvrtc
+                .compile_cubin(SCALE_KERNELS, "vodfarm_scale.cu", arch)
+                .expect("cubin");
+            assert!(cubin.starts_with(b"\x7fELF"), "{arch}: not ELF");
+            let has = |name: &[u8]| cubin.windows(name.len()).any(|w| w == name);
+            assert!(
+                has(b"vodfarm_ladder") && has(b"vodfarm_thumb"),
+                "{arch}: kernels missing"
+            );
+        }
+        let err = nvrtc
+            .compile_cubin(SCALE_KERNELS, "vodfarm_scale.cu", "compute_90")
+            .expect_err("virtual arch has no SASS");
+        assert!(err.to_string().contains("no cubin for compute_90"), "{err}");
     }
 
     #[test]
