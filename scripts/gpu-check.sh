@@ -27,15 +27,28 @@ if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; t
 fi
 nvidia-smi -L
 
-bash scripts/deps.sh >/dev/null
+# Offline GPU boxes: deps.sh only installs what is missing; say so and go
+# on with what is there when the package mirrors cannot be reached.
+bash scripts/deps.sh >/dev/null || echo "gpu-check: scripts/deps.sh failed (offline?); using what is installed"
+if [ -z "${NVRTC_LIB:-}" ]; then
+  for lib in /usr/local/cuda/lib64/libnvrtc.so.12 /usr/lib/x86_64-linux-gnu/libnvrtc.so.12; do
+    [ -e "$lib" ] && NVRTC_LIB=$lib && break
+  done
+fi
 if [ -z "${NVRTC_LIB:-}" ]; then
   if ! python3 -c 'import nvidia.cuda_nvrtc' >/dev/null 2>&1; then
-    python3 -m pip install -q nvidia-cuda-nvrtc-cu12==12.9.86 \
-      || python3 -m pip install -q --break-system-packages nvidia-cuda-nvrtc-cu12==12.9.86
+    # NVRTC_WHEEL: a downloaded nvidia_cuda_nvrtc_cu12-*.whl for offline boxes.
+    src=${NVRTC_WHEEL:-nvidia-cuda-nvrtc-cu12==12.9.86}
+    python3 -m pip install -q "$src" || python3 -m pip install -q --break-system-packages "$src" \
+      || echo "gpu-check: could not install NVRTC ($src)" >&2
   fi
-  NVRTC_LIB=$(python3 -c 'import nvidia.cuda_nvrtc as m; print(list(m.__path__)[0] + "/lib/libnvrtc.so.12")')
-  export NVRTC_LIB
+  NVRTC_LIB=$(python3 -c 'import nvidia.cuda_nvrtc as m; print(list(m.__path__)[0] + "/lib/libnvrtc.so.12")' 2>/dev/null || true)
 fi
+if [ -z "${NVRTC_LIB:-}" ] || [ ! -e "$NVRTC_LIB" ]; then
+  echo "gpu-check: no libnvrtc.so.12 (set NVRTC_LIB or NVRTC_WHEEL); the CUDA scaler cannot be tested" >&2
+  exit 1
+fi
+export NVRTC_LIB
 echo "NVRTC_LIB=$NVRTC_LIB"
 export CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-$(nproc)}
 
