@@ -112,12 +112,16 @@ pub fn run_gpu_ladder(
         }
     };
     let annexb = AnnexB::new(name, &vodfarm_native::extradata(&params))?;
+    let siting = ffmpeg::codec::context::Context::from_parameters(params.clone())
+        .and_then(|c| c.decoder().video())
+        .map(|d| siting_of(d.chroma_location()))
+        .unwrap_or(ChromaSiting::Left);
 
     let ctx = CudaContext::new(ordinal).map_err(native)?;
     let nvrtc = Nvrtc::load().map_err(native)?;
     let scaler = CudaScaler::new(&ctx, &nvrtc).map_err(native)?;
     let stream_gpu = ctx.stream().map_err(native)?;
-    let mut decoder = NvdecDecoder::new(&ctx, codec, ChromaSiting::Left).map_err(native)?;
+    let mut decoder = NvdecDecoder::new(&ctx, codec, siting).map_err(native)?;
     let pool = BufferPool::new(Arc::clone(&ctx), req.rungs.len() * 2);
     let fps_pair = (
         u32::try_from(fps.numerator()).unwrap_or(30).max(1),
@@ -214,6 +218,17 @@ pub fn run_gpu_ladder(
     })
 }
 
+/// The scaler's siting for a stream's `chroma_sample_location`
+/// (unspecified means H.264/HEVC's default, left).
+pub fn siting_of(location: ffmpeg::util::chroma::Location) -> ChromaSiting {
+    use ffmpeg::util::chroma::Location;
+    match location {
+        Location::Center => ChromaSiting::Center,
+        Location::TopLeft => ChromaSiting::TopLeft,
+        _ => ChromaSiting::Left,
+    }
+}
+
 fn encode_one(
     enc: &mut RungEncoder,
     rung: &DeviceYuv420,
@@ -289,6 +304,15 @@ fn flush(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn siting_follows_the_stream() {
+        use ffmpeg::util::chroma::Location;
+        assert_eq!(siting_of(Location::Unspecified), ChromaSiting::Left);
+        assert_eq!(siting_of(Location::Left), ChromaSiting::Left);
+        assert_eq!(siting_of(Location::Center), ChromaSiting::Center);
+        assert_eq!(siting_of(Location::TopLeft), ChromaSiting::TopLeft);
+    }
 
     #[test]
     fn refuses_a_software_plan() {
