@@ -101,6 +101,8 @@ EVERYTHING = merged(REQUIRED, {
                "cloudfront": {"distributionId": "EDFDVBD6EXAMPLE"}},
     "search": {"elasticsearch": {"url": "https://vodfarm:pw@elasticsearch:9200"}},
     "searchIndexer": {"replicas": 2},
+    "webhooks": {"replicas": 2},
+    "webhookDestinations": {"allowPrivate": True},
     "monitoring": {
         "grafanaDashboard": {"namespace": "monitoring",
                              "annotations": {"grafana_folder": "vodfarm"}},

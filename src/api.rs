@@ -115,6 +115,9 @@ pub struct ApiArgs {
     /// Search: the index and how PostgreSQL full text is searched.
     #[command(flatten)]
     pub search: SearchApiArgs,
+    /// Where webhook URLs may point (checked at registration).
+    #[command(flatten)]
+    pub webhooks: vodfarm_core::destination::DestinationArgs,
 }
 
 fn parse_packaging(s: &str) -> Result<Packaging, String> {
@@ -393,6 +396,7 @@ pub async fn run_with(
             playback_token_ttl: args.playback_token_ttl,
             token_ttl: args.token_ttl,
             max_subtitle_size: args.max_subtitle_size,
+            webhook_destinations: args.webhooks.into(),
         }),
         throttle: throttle.clone(),
     };

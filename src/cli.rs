@@ -41,6 +41,9 @@ pub enum Command {
     /// Run a CDN purger: send the purge outbox (deleted, privated,
     /// re-encoded videos) to every configured CDN until each acknowledges.
     Purger(vodfarm_purger::PurgerArgs),
+    /// Run a webhook sender: POST creators' signed webhook events from the
+    /// outbox, retrying with backoff for a day. Any number of replicas.
+    Webhooks(vodfarm_webhooks::WebhookArgs),
     /// Run a search indexer: apply the search outbox to the index
     /// (PostgreSQL full text, or Elasticsearch when ELASTICSEARCH_URL is
     /// set). Any number of replicas.
@@ -106,6 +109,9 @@ pub async fn main() -> anyhow::Result<()> {
         }
         Command::Purger(args) => {
             vodfarm_purger::run(args, crate::shutdown_signal()).await?;
+        }
+        Command::Webhooks(args) => {
+            vodfarm_webhooks::run(args, crate::shutdown_signal()).await?;
         }
         Command::Api(args) => {
             crate::api::run(args, crate::shutdown_signal()).await?;

@@ -33,6 +33,13 @@ mod tests {
             "/v1/uploads/{upload_id}",
             &["options", "head", "patch", "delete", "post"],
         ),
+        ("/v1/webhooks", &["post", "get"]),
+        ("/v1/webhooks/{webhook_id}", &["get", "patch", "delete"]),
+        ("/v1/webhooks/{webhook_id}/deliveries", &["get"]),
+        (
+            "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/replay",
+            &["post"],
+        ),
         ("/v1/search", &["get"]),
         ("/v1/search/suggest", &["get"]),
         ("/healthz", &["get"]),

@@ -57,6 +57,10 @@ pub struct UploadArgs {
     /// Consecutive failed requests before giving up (the next run resumes).
     #[arg(long, default_value_t = 8)]
     pub retries: u32,
+    /// Rungs also made as progressive MP4 downloads, comma-separated
+    /// (e.g. 720p).
+    #[arg(long, value_delimiter = ',')]
+    pub mp4_renditions: Vec<String>,
 }
 
 /// An unfinished upload, remembered across runs.
@@ -157,6 +161,7 @@ async fn initiate(
             "privacy": args.privacy,
             "filename": filename,
             "size_bytes": size,
+            "mp4_renditions": args.mp4_renditions,
         }))
         .send()
         .await

@@ -1,8 +1,8 @@
 // vodfarm dev page: search with highlighted results and as-you-type
 // titles, videos with live status, tus uploads that resume after a reload,
 // an hls.js / dash.js player with quality and captions menus and sprite
-// previews (`#video=ID&protocol=dash` opens a video over DASH), and the job
-// queue. Plain browser JavaScript: no build step, scripts vendored.
+// previews (`#video=ID&protocol=dash` opens a video over DASH), MP4
+// download links, webhooks with their deliveries, and the job queue. Plain browser JavaScript: no build step, scripts vendored.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -230,6 +230,14 @@ async function play(videoId, protocol) {
   $("protocol").value = useDash ? "dash" : "hls";
   $("player-title").textContent = v.title;
   $("player-links").textContent = useDash ? "manifest.mpd: " + dashUrl : "master.m3u8: " + master;
+  const downloads = $("player-downloads");
+  downloads.textContent = "";
+  for (const d of v.downloads || []) {
+    const a = document.createElement("a");
+    a.href = d.url;
+    a.textContent = "Download MP4 " + d.rendition + " (" + (d.size_bytes / 1048576).toFixed(1) + " MiB)";
+    downloads.appendChild(a);
+  }
   const video = $("video");
   // The poster: the default thumbnail (a frame from the video) until the
   // first frame plays, so the player never starts as a black box.
@@ -334,6 +342,7 @@ $("upload-form").addEventListener("submit", async (ev) => {
       grant = await api("/v1/videos", { method: "POST", body: JSON.stringify({
         channel_id: state.channel, title: $("title").value, description: "", tags: [],
         privacy: $("privacy").value, packaging: $("packaging").value,
+        mp4_renditions: $("mp4").checked ? ["720p"] : [],
         filename: file.name, size_bytes: file.size }) });
       localStorage.setItem(fileKey(file), JSON.stringify(grant));
     } else {
@@ -479,7 +488,7 @@ async function refreshQueue() {
   }
   const tbody = $("queue").querySelector("tbody");
   tbody.textContent = "";
-  for (const t of ["transcode", "thumbnail", "manifest"]) {
+  for (const t of ["transcode", "thumbnail", "manifest", "mp4"]) {
     const r = rows[t] || {};
     const tr = document.createElement("tr");
     tr.innerHTML = "<td>" + t + "</td><td>" + (r.pending || 0) + "</td><td>" + (r.processing || 0) +
@@ -491,5 +500,108 @@ async function refreshQueue() {
     (age != null ? " · oldest due job waiting " + Math.round(age) + " s" : " · nothing waiting") +
     (stats.completed_last_minute != null ? " · " + stats.completed_last_minute + " jobs/min" : "");
 }
+
+// ---- webhooks ------------------------------------------------------------
+
+const hooks = { selected: null };
+
+function cell(tr, text) {
+  const td = document.createElement("td");
+  td.textContent = text == null ? "" : String(text);
+  tr.appendChild(td);
+  return td;
+}
+
+async function refreshWebhooks() {
+  let list;
+  try {
+    list = await api("/v1/webhooks");
+  } catch (_) { return; }
+  const tbody = $("webhooks").querySelector("tbody");
+  tbody.textContent = "";
+  for (const w of list.webhooks) {
+    const tr = document.createElement("tr");
+    cell(tr, w.url);
+    cell(tr, w.events.join(", "));
+    cell(tr, w.enabled ? "enabled" : "disabled" + (w.disabled_reason ? ": " + w.disabled_reason : ""));
+    const td = cell(tr, "");
+    const show = document.createElement("button");
+    show.textContent = "Deliveries";
+    show.addEventListener("click", () => { hooks.selected = w.webhook_id; refreshDeliveries(); });
+    const toggle = document.createElement("button");
+    toggle.textContent = w.enabled ? "Disable" : "Enable";
+    toggle.addEventListener("click", async () => {
+      await api("/v1/webhooks/" + encodeURIComponent(w.webhook_id),
+        { method: "PATCH", body: JSON.stringify({ enabled: !w.enabled }) }).catch(() => {});
+      refreshWebhooks();
+    });
+    const del = document.createElement("button");
+    del.textContent = "Delete";
+    del.addEventListener("click", async () => {
+      await api("/v1/webhooks/" + encodeURIComponent(w.webhook_id), { method: "DELETE" }).catch(() => {});
+      if (hooks.selected === w.webhook_id) hooks.selected = null;
+      refreshWebhooks();
+      refreshDeliveries();
+    });
+    td.append(show, toggle, del);
+    tbody.appendChild(tr);
+  }
+}
+
+async function refreshDeliveries() {
+  const table = $("deliveries");
+  if (!hooks.selected) {
+    table.hidden = true;
+    $("deliveries-title").hidden = true;
+    return;
+  }
+  let page;
+  try {
+    page = await api("/v1/webhooks/" + encodeURIComponent(hooks.selected) + "/deliveries?limit=20");
+  } catch (_) { return; }
+  table.hidden = false;
+  $("deliveries-title").hidden = false;
+  const tbody = table.querySelector("tbody");
+  tbody.textContent = "";
+  for (const d of page.deliveries) {
+    const tr = document.createElement("tr");
+    cell(tr, d.event_type + " " + d.event_id);
+    cell(tr, d.status);
+    cell(tr, d.attempts);
+    cell(tr, d.last_status_code != null ? "HTTP " + d.last_status_code : (d.last_error || ""));
+    cell(tr, d.next_attempt_at ? new Date(d.next_attempt_at).toLocaleTimeString() : "");
+    const td = cell(tr, "");
+    const replay = document.createElement("button");
+    replay.textContent = "Replay";
+    replay.addEventListener("click", async () => {
+      await api("/v1/webhooks/" + encodeURIComponent(hooks.selected) + "/deliveries/" +
+        encodeURIComponent(d.delivery_id) + "/replay", { method: "POST" }).catch(() => {});
+      refreshDeliveries();
+    });
+    td.appendChild(replay);
+    tbody.appendChild(tr);
+  }
+}
+
+$("webhook-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  $("webhook-error").textContent = "";
+  const events = Array.from(document.querySelectorAll("#webhook-form input[name=event]:checked"))
+    .map((i) => i.value);
+  try {
+    const created = await api("/v1/webhooks", { method: "POST",
+      body: JSON.stringify({ url: $("webhook-url").value, events }) });
+    // The signing secret is shown this once.
+    const p = $("webhook-secret");
+    p.textContent = "Signing secret (shown once, keep it): " + created.secret;
+    p.hidden = false;
+    $("webhook-url").value = "";
+    refreshWebhooks();
+  } catch (e) {
+    $("webhook-error").textContent = e.message;
+  }
+});
+
+setInterval(() => { if (!$("app").hidden) { refreshWebhooks(); refreshDeliveries(); } }, 5000);
 
 startSession();

@@ -10,7 +10,8 @@
 //!   video pages; [`videos`]: a video's metadata, playback URLs, edits
 //!   and deletion; [`subtitles`]: a video's subtitle tracks (checked and
 //!   converted by [`webvtt`], listed in the playlists by `manifests.rs`);
-//!   `validate.rs`: the text checks they share.
+//!   [`webhooks`]: a creator's webhook endpoints, their deliveries and
+//!   replays; `validate.rs`: the text checks they share.
 //!
 //! Dependencies inside the crate point one way: routes → handlers →
 //! {state, validate}; no handler module imports another's routes.
@@ -30,6 +31,7 @@ pub mod subtitles;
 pub mod tokens;
 mod validate;
 pub mod videos;
+pub mod webhooks;
 pub mod webvtt;
 
 pub use routes::router;

@@ -1,14 +1,17 @@
 //! The catalog's HTTP routes. Uploads live in the coordinator crate.
 
 use crate::state::CatalogState;
-use crate::{accounts, channels, passwords, subtitles, tokens, videos};
+use crate::{accounts, channels, passwords, subtitles, tokens, videos, webhooks};
 use axum::routing::{delete, get, post, put};
 use axum::Router;
 
 /// The routes: `/v1/users`, `/v1/tokens…`, `/v1/me/password`,
 /// `/v1/channels…`, `GET|PATCH|DELETE /v1/videos/{video_id}`,
 /// `GET /v1/videos/{video_id}/subtitles`,
-/// `PUT|DELETE /v1/videos/{video_id}/subtitles/{lang}`.
+/// `PUT|DELETE /v1/videos/{video_id}/subtitles/{lang}`,
+/// `POST|GET /v1/webhooks`, `GET|PATCH|DELETE /v1/webhooks/{webhook_id}`,
+/// `GET /v1/webhooks/{webhook_id}/deliveries`,
+/// `POST /v1/webhooks/{webhook_id}/deliveries/{delivery_id}/replay`.
 pub fn router(state: CatalogState) -> Router {
     Router::new()
         .route("/v1/users", post(accounts::create_user))
@@ -38,6 +41,24 @@ pub fn router(state: CatalogState) -> Router {
         .route(
             "/v1/videos/{video_id}/subtitles/{lang}",
             put(subtitles::put_subtitle).delete(subtitles::delete_subtitle),
+        )
+        .route(
+            "/v1/webhooks",
+            post(webhooks::create_webhook).get(webhooks::list_webhooks),
+        )
+        .route(
+            "/v1/webhooks/{webhook_id}",
+            get(webhooks::get_webhook)
+                .patch(webhooks::patch_webhook)
+                .delete(webhooks::delete_webhook),
+        )
+        .route(
+            "/v1/webhooks/{webhook_id}/deliveries",
+            get(webhooks::list_deliveries),
+        )
+        .route(
+            "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/replay",
+            post(webhooks::replay_delivery),
         )
         .with_state(state)
 }

@@ -3,6 +3,7 @@
 use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::Duration;
+use vodfarm_core::destination::DestinationPolicy;
 use vodfarm_core::store::SharedStore;
 use vodfarm_core::throttle::Throttle;
 
@@ -19,6 +20,8 @@ pub struct CatalogSettings {
     pub token_ttl: Duration,
     /// The largest subtitle file accepted (bytes).
     pub max_subtitle_size: u64,
+    /// Where webhook URLs may point (SSRF rules).
+    pub webhook_destinations: DestinationPolicy,
 }
 
 /// Shared state of the catalog handlers.

@@ -66,6 +66,18 @@ pub struct PlaybackView {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
+/// A progressive MP4 download of one rung.
+#[derive(Debug, Serialize)]
+pub struct DownloadView {
+    /// `720p`, …
+    pub rendition: String,
+    /// Bytes.
+    pub size_bytes: i64,
+    /// The file on the origin (`Content-Disposition` names it after the
+    /// title; Range requests work).
+    pub url: String,
+}
+
 /// An unfinished upload, shown to the owner.
 #[derive(Debug, Serialize)]
 pub struct UploadView {
@@ -122,6 +134,10 @@ pub struct VideoView {
     pub thumbnails: Vec<ThumbnailView>,
     /// Playback URLs once ready.
     pub playback: Option<PlaybackView>,
+    /// Rungs asked for as MP4 downloads.
+    pub mp4_renditions: Vec<String>,
+    /// The MP4 downloads that exist (ready videos).
+    pub downloads: Vec<DownloadView>,
     /// The unfinished upload (owner only).
     pub upload: Option<UploadView>,
 }
@@ -158,7 +174,8 @@ pub(crate) struct VideoRow {
 const VIDEO_SELECT: &str = "SELECT v.id, v.video_id, c.channel_id, c.user_id AS owner, v.title,
         v.description, v.tags, v.category, v.privacy, v.status, v.processing_progress,
         v.processing_error, v.duration_seconds, v.original_filename, v.original_size_bytes,
-        v.uploaded_at, v.published_at, v.view_count, v.like_count, v.packaging
+        v.uploaded_at, v.published_at, v.view_count, v.like_count, v.packaging,
+        v.mp4_renditions
  FROM videos v JOIN channels c ON c.id = v.channel_id WHERE v.video_id = $1";
 
 fn video_from_row(r: &PgRow) -> Result<VideoRow, sqlx::Error> {
@@ -195,6 +212,8 @@ fn video_from_row(r: &PgRow) -> Result<VideoRow, sqlx::Error> {
             encodings: Vec::new(),
             thumbnails: Vec::new(),
             playback: None,
+            mp4_renditions: r.try_get("mp4_renditions")?,
+            downloads: Vec::new(),
             upload: None,
         },
     })
@@ -309,6 +328,25 @@ async fn complete_view(s: &CatalogState, v: &mut VideoRow, is_owner: bool) -> Re
         v.view.thumbnails.push(get().map_err(|e| db_error(&e))?);
     }
     if ready {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT d.rendition, d.size_bytes FROM video_downloads d
+             JOIN videos v ON v.id = d.video_id
+             WHERE d.video_id = $1 AND d.rendition = ANY(v.mp4_renditions)
+             ORDER BY d.size_bytes",
+        )
+        .bind(v.id)
+        .fetch_all(&s.pool)
+        .await
+        .map_err(|e| db_error(&e))?;
+        v.view.downloads = rows
+            .into_iter()
+            .filter(|(r, _)| layout::is_valid_rendition(r))
+            .map(|(rendition, size_bytes)| DownloadView {
+                url: format!("{origin}/v/{id}/{rendition}/video.mp4{query}"),
+                rendition,
+                size_bytes,
+            })
+            .collect();
         v.view.playback = Some(PlaybackView {
             hls_url: format!("{origin}/v/{id}/master.m3u8{query}"),
             dash_url: (v.view.packaging == "cmaf")
@@ -370,6 +408,10 @@ pub struct VideoPatch {
     /// `true` publishes (sets `published_at` if unset), `false` unpublishes.
     #[serde(default)]
     pub publish: Option<bool>,
+    /// The whole list of rungs wanted as MP4 downloads: new ones are
+    /// made (on a processing or ready video), removed ones deleted.
+    #[serde(default)]
+    pub mp4_renditions: Option<Vec<String>>,
 }
 
 /// `PATCH /v1/videos/{video_id}`.
@@ -406,6 +448,13 @@ pub async fn patch_video(
             return Err(unprocessable("privacy must be public, unlisted or private"));
         }
     }
+    let mp4 = match &p.mp4_renditions {
+        Some(list) => Some(
+            layout::check_download_renditions(list)
+                .map_err(|m| ApiError::invalid_field("mp4_renditions", m))?,
+        ),
+        None => None,
+    };
     sqlx::query(
         "UPDATE videos SET
             title = coalesce($2, title),
@@ -429,10 +478,83 @@ pub async fn patch_video(
     .execute(&s.pool)
     .await
     .map_err(|e| db_error(&e))?;
+    if let Some(list) = mp4 {
+        let removed = set_downloads(&s, v.id, &video_id, &list)
+            .await
+            .map_err(|e| db_error(&e))?;
+        for r in removed {
+            if let Ok(key) = layout::download_mp4(&video_id, &r) {
+                if let Err(e) = s.store.delete(key.as_str()).await {
+                    tracing::warn!(video_id = %video_id, error = %e, "removing an MP4 download failed");
+                }
+            }
+        }
+    }
     tracing::info!(video_id = %video_id, "video updated");
     let mut v = visible_video(&s, &video_id, Some(&user)).await?;
     complete_view(&s, &mut v, true).await?;
     Ok(ApiJson(v.view))
+}
+
+/// Sets the video's MP4 renditions to `list`. A processing or ready
+/// video gets an `mp4` job per new rung (after its manifest job if that
+/// is still open, so "ready" still means every output exists); removed
+/// rungs lose their download row. Returns the removed rungs (their files
+/// are deleted by the caller).
+async fn set_downloads(
+    s: &CatalogState,
+    video: i64,
+    video_id: &str,
+    list: &[String],
+) -> Result<Vec<String>, sqlx::Error> {
+    let mut tx = s.pool.begin().await?;
+    let (status, old): (Option<String>, Vec<String>) =
+        sqlx::query_as("SELECT status, mp4_renditions FROM videos WHERE id = $1 FOR UPDATE")
+            .bind(video)
+            .fetch_one(&mut *tx)
+            .await?;
+    sqlx::query("UPDATE videos SET mp4_renditions = $2 WHERE id = $1")
+        .bind(video)
+        .bind(list)
+        .execute(&mut *tx)
+        .await?;
+    let added: Vec<&String> = list.iter().filter(|r| !old.contains(r)).collect();
+    let removed: Vec<String> = old.into_iter().filter(|r| !list.contains(r)).collect();
+    let status = status.unwrap_or_default();
+    if matches!(status.as_str(), "processing" | "ready") {
+        for r in added {
+            let (Ok(prefix), Ok(key)) = (
+                layout::encoded_prefix(video_id),
+                layout::download_mp4(video_id, r),
+            ) else {
+                continue;
+            };
+            // The same job the pipeline makes (coordinator::pipeline::mp4_jobs).
+            sqlx::query(
+                "INSERT INTO processing_jobs
+                    (video_id, job_type, input_path, output_path, parameters, max_attempts, depends_on)
+                 SELECT $1, 'mp4', $2, $3, jsonb_build_object('rendition', $4::text), 5,
+                        coalesce((SELECT array_agg(id) FROM processing_jobs
+                                  WHERE video_id = $1 AND job_type = 'manifest'
+                                    AND status IN ('pending', 'processing')), '{}')",
+            )
+            .bind(video)
+            .bind(prefix.as_str())
+            .bind(key.as_str())
+            .bind(r)
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    if !removed.is_empty() {
+        sqlx::query("DELETE FROM video_downloads WHERE video_id = $1 AND rendition = ANY($2)")
+            .bind(video)
+            .bind(&removed)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(removed)
 }
 
 /// `DELETE /v1/videos/{video_id}`: `deleted` at once (the origin stops

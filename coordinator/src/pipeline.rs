@@ -18,6 +18,10 @@
 //! transcode (plan) ──► chunk 0 … chunk n−1 ──► manifest (stitch) ──► ready
 //! thumbnail ──────────────────────────────────────────┘
 //! ```
+//!
+//! A rung asked for as an MP4 download gets an `mp4` job after the
+//! manifest (`mp4_jobs`): the video becomes ready once its MP4s exist
+//! too.
 
 use crate::queue::NewJob;
 use serde_json::json;
@@ -132,6 +136,47 @@ pub fn upload_jobs_chunked(
     ])
 }
 
+/// One `mp4` job per rung in `renditions` (a progressive MP4 download of
+/// that rung, remuxed from its segments), each depending on the job at
+/// index `after` of the same batch (the manifest: every rung is complete
+/// then). Rungs the ladder does not make for the source are skipped by
+/// the worker.
+pub fn mp4_jobs(
+    video_id: &str,
+    renditions: &[String],
+    after: Option<usize>,
+    priority: i32,
+) -> Result<Vec<NewJob>, LayoutError> {
+    let encoded = layout::encoded_prefix(video_id)?;
+    renditions
+        .iter()
+        .map(|r| {
+            Ok(NewJob {
+                job_type: JobType::Mp4,
+                input_path: encoded.to_string(),
+                output_path: Some(layout::download_mp4(video_id, r)?.to_string()),
+                parameters: json!({ "rendition": r }),
+                priority,
+                max_attempts: DEFAULT_MAX_ATTEMPTS,
+                depends_on: after.into_iter().collect(),
+                required_capabilities: Vec::new(),
+            })
+        })
+        .collect()
+}
+
+/// `jobs` (an upload's DAG) plus the [`mp4_jobs`] of `mp4_renditions`,
+/// after its manifest job.
+pub fn with_downloads(
+    video_id: &str,
+    mut jobs: Vec<NewJob>,
+    mp4_renditions: &[String],
+) -> Result<Vec<NewJob>, LayoutError> {
+    let manifest = jobs.iter().position(|j| j.job_type == JobType::Manifest);
+    jobs.extend(mp4_jobs(video_id, mp4_renditions, manifest, 0)?);
+    Ok(jobs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,5 +217,28 @@ mod tests {
         .unwrap();
         assert_eq!(jobs[0].parameters["chunking"]["min_seconds"], 120);
         assert_eq!(jobs[0].parameters["chunking"]["chunk_seconds"], 60);
+    }
+
+    #[test]
+    fn mp4_downloads_wait_for_the_manifest() {
+        let original = layout::original("v_abc", "mp4").unwrap();
+        let plan = upload_jobs(
+            "v_abc",
+            &original,
+            &RenditionLadder::default(),
+            6,
+            Packaging::Ts,
+            0,
+        )
+        .unwrap();
+        let jobs = with_downloads("v_abc", plan, &["720p".to_owned()]).unwrap();
+        assert_eq!(jobs.len(), 4);
+        assert_eq!(jobs[3].job_type, JobType::Mp4);
+        assert_eq!(jobs[3].depends_on, vec![2]);
+        assert_eq!(
+            jobs[3].output_path.as_deref(),
+            Some("encoded/v_abc/720p/video.mp4")
+        );
+        assert!(mp4_jobs("v_abc", &["../x".to_owned()], None, 0).is_err());
     }
 }

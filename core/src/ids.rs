@@ -28,6 +28,8 @@ pub enum IdKind {
     User,
     /// A user token's public id (`t_…`; the secret is never shown again).
     Token,
+    /// A webhook endpoint (`wh_…`).
+    Webhook,
 }
 
 impl IdKind {
@@ -37,6 +39,7 @@ impl IdKind {
             IdKind::Channel => "c_",
             IdKind::User => "u_",
             IdKind::Token => "t_",
+            IdKind::Webhook => "wh_",
         }
     }
 }

@@ -23,11 +23,19 @@ pub enum JobType {
     Thumbnail,
     /// The master playlist over the finished renditions.
     Manifest,
+    /// A progressive MP4 download of one rung (stream copy of its HLS
+    /// segments), after the manifest.
+    Mp4,
 }
 
 impl JobType {
     /// Every job type, in pipeline order.
-    pub const ALL: [JobType; 3] = [JobType::Transcode, JobType::Thumbnail, JobType::Manifest];
+    pub const ALL: [JobType; 4] = [
+        JobType::Transcode,
+        JobType::Thumbnail,
+        JobType::Manifest,
+        JobType::Mp4,
+    ];
 
     /// The value stored in `processing_jobs.job_type`.
     pub fn as_str(self) -> &'static str {
@@ -35,6 +43,7 @@ impl JobType {
             JobType::Transcode => "transcode",
             JobType::Thumbnail => "thumbnail",
             JobType::Manifest => "manifest",
+            JobType::Mp4 => "mp4",
         }
     }
 }
@@ -242,6 +251,23 @@ pub struct JobOutputs {
     /// or a chunk's part of it): `processing_jobs.source_bytes`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_bytes: Option<i64>,
+    /// MP4 downloads written (`video_downloads` rows).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub downloads: Vec<DownloadOutput>,
+}
+
+/// A progressive MP4 download of one rendition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DownloadOutput {
+    /// Rung name, e.g. `720p`.
+    pub rendition: String,
+    /// Its object key (`encoded/{video_id}/{rung}/video.mp4`).
+    pub storage_key: String,
+    /// Bytes.
+    pub size_bytes: i64,
+    /// Its duration in milliseconds.
+    #[serde(default)]
+    pub duration_ms: Option<i64>,
 }
 
 /// One chunk of a source planned by a transcode job: a transcode job of

@@ -73,6 +73,27 @@ pub fn is_valid_rendition(name: &str) -> bool {
         || name == "4k"
 }
 
+/// Most MP4 downloads one video may ask for.
+pub const MAX_DOWNLOADS: usize = 8;
+
+/// A creator's `mp4_renditions`, checked: rendition names (`720p`), at
+/// most [`MAX_DOWNLOADS`], each once, in the order given.
+pub fn check_download_renditions(list: &[String]) -> Result<Vec<String>, String> {
+    if list.len() > MAX_DOWNLOADS {
+        return Err(format!("at most {MAX_DOWNLOADS} MP4 renditions"));
+    }
+    let mut out: Vec<String> = Vec::new();
+    for r in list {
+        if !is_valid_rendition(r) {
+            return Err(format!("{r:?} is not a rendition name like 720p"));
+        }
+        if !out.contains(r) {
+            out.push(r.clone());
+        }
+    }
+    Ok(out)
+}
+
 fn rendition(name: &str) -> Result<&str, LayoutError> {
     // A CMAF video's shared audio track has a directory of its own.
     if is_valid_rendition(name) || name == crate::playlists::AUDIO_TRACK {
@@ -194,6 +215,18 @@ pub fn cmaf_segment(video_id: &str, rung: &str, n: u32) -> Result<ObjectKey, Lay
         "encoded/{}/{}/segment_{n}.m4s",
         video(video_id)?,
         rendition(rung)?
+    )))
+}
+
+/// `encoded/{id}/{rung}/video.mp4`: a rung as one progressive MP4 (the
+/// download), never of the shared audio track.
+pub fn download_mp4(video_id: &str, rung: &str) -> Result<ObjectKey, LayoutError> {
+    if !is_valid_rendition(rung) {
+        return Err(LayoutError::Rendition);
+    }
+    Ok(ObjectKey(format!(
+        "encoded/{}/{rung}/video.mp4",
+        video(video_id)?
     )))
 }
 
@@ -391,5 +424,23 @@ mod tests {
         assert!(is_valid_rendition("4k"));
         assert!(is_valid_rendition("1080p"));
         assert!(!is_valid_rendition("1080"));
+    }
+
+    #[test]
+    fn downloads_are_rungs_checked_and_bounded() {
+        assert_eq!(
+            download_mp4("v_abc", "720p").unwrap().as_str(),
+            "encoded/v_abc/720p/video.mp4"
+        );
+        assert!(download_mp4("v_abc", "audio").is_err());
+        assert!(download_mp4("v_abc", "../x").is_err());
+        let l = |v: &[&str]| v.iter().map(ToString::to_string).collect::<Vec<_>>();
+        assert_eq!(
+            check_download_renditions(&l(&["720p", "240p", "720p"])).unwrap(),
+            ["720p", "240p"]
+        );
+        assert!(check_download_renditions(&l(&["720"])).is_err());
+        assert!(check_download_renditions(&l(&["240p"; 9])).is_err());
+        assert!(check_download_renditions(&l(&["240p"; 8])).is_ok());
     }
 }

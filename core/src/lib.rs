@@ -1,6 +1,7 @@
 //! Shared vocabulary of vodfarm: what every role agrees on.
 //!
 //! - [`auth`]: bearer user-token authentication (tokens stored hashed).
+//! - [`backoff`]: retry delays (exponential, jittered, capped).
 //! - [`ids`]: public identifiers (video, channel, user ids) and secrets.
 //! - [`jobs`]: job types and states, and the worker ⇄ coordinator wire
 //!   protocol (lease, heartbeat, complete, fail).
@@ -20,13 +21,18 @@
 //!   overrides).
 //! - [`throttle`]: throttling of password and token guesses and of
 //!   sign-ups, shared by every api replica (PostgreSQL).
+//! - [`destination`]: where user-chosen URLs (webhooks) may point (SSRF
+//!   rules, checked again after DNS resolution).
+//! - [`webhook_signature`]: the `Vodfarm-Signature` header (sign, verify).
 //! - [`telemetry`]: tracing setup and the Prometheus registry helpers.
 
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod backoff;
 pub mod config;
 pub mod dash;
+pub mod destination;
 pub mod http;
 pub mod ids;
 pub mod jobs;
@@ -40,3 +46,4 @@ pub mod telemetry;
 pub mod testing;
 pub mod text;
 pub mod throttle;
+pub mod webhook_signature;

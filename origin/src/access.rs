@@ -154,6 +154,22 @@ impl Access {
         }
     }
 
+    /// The video's title (a download's file name), `None` when the
+    /// database does not answer within a second (degraded mode asks
+    /// nothing).
+    pub async fn title(&self, video_id: &str) -> Option<String> {
+        if self.is_degraded() {
+            return None;
+        }
+        let q = sqlx::query_scalar::<_, String>("SELECT title FROM videos WHERE video_id = $1")
+            .bind(video_id)
+            .fetch_optional(&self.pool);
+        match tokio::time::timeout(Duration::from_secs(1), q).await {
+            Ok(Ok(title)) => title,
+            _ => None,
+        }
+    }
+
     /// Whether the LISTEN connection is up.
     pub fn is_listening(&self) -> bool {
         self.listening.load(Ordering::SeqCst)

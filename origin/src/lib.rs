@@ -43,6 +43,9 @@ pub struct Route {
     /// immutable segment or image. Only `.m3u8` ones get a viewer's token
     /// added to their URIs.
     pub is_playlist: bool,
+    /// An MP4 download (`/v/{id}/{rung}/video.mp4`): answered with a
+    /// `Content-Disposition` naming the file after the video's title.
+    pub is_download: bool,
 }
 
 /// Maps a request path to an object key, or `None` for anything that is
@@ -66,6 +69,7 @@ pub fn route(path: &str) -> Option<Route> {
         ["v", id, "manifest.mpd"] => (*id, layout::dash_manifest(id).ok()?, true),
         ["v", id, rung, "playlist.m3u8"] => (*id, layout::rendition_playlist(id, rung).ok()?, true),
         ["v", id, rung, "init.mp4"] => (*id, layout::cmaf_init(id, rung).ok()?, false),
+        ["v", id, rung, "video.mp4"] => (*id, layout::download_mp4(id, rung).ok()?, false),
         ["v", id, rung, file] => {
             let n = file.strip_prefix("segment_")?;
             let (n, cmaf) = match n.strip_suffix(".ts") {
@@ -104,6 +108,7 @@ pub fn route(path: &str) -> Option<Route> {
     };
     Some(Route {
         video_id: id.to_owned(),
+        is_download: key.as_str().ends_with("/video.mp4"),
         key,
         is_playlist,
     })

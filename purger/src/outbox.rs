@@ -15,7 +15,6 @@
 //!   done when the last round is acknowledged.
 
 use chrono::{DateTime, Utc};
-use rand::Rng;
 use sqlx::{PgPool, Row};
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -243,9 +242,7 @@ impl Outbox {
 /// The delay before retry number `failures` (1 for the first):
 /// `min(base · 2^(failures−1), max)`, ±25 % so replicas and rows spread.
 pub fn backoff(failures: u32, base: Duration, max: Duration) -> Duration {
-    let exp = failures.saturating_sub(1).min(30);
-    let raw = base.saturating_mul(1u32 << exp).min(max);
-    raw.mul_f64(rand::rng().random_range(0.75..1.25)).min(max)
+    vodfarm_core::backoff::jittered(failures, base, max)
 }
 
 #[cfg(test)]

@@ -48,6 +48,9 @@ pub struct DevArgs {
     /// Port of the search indexer's /metrics and /healthz.
     #[arg(long, default_value_t = 8086)]
     pub search_indexer_port: u16,
+    /// Port of the webhook sender's /metrics and /healthz.
+    #[arg(long, default_value_t = 8087)]
+    pub webhooks_port: u16,
     /// Upload this video as the demo instead of the generated 30-second
     /// test pattern.
     #[arg(long)]

@@ -167,6 +167,8 @@ pub(crate) async fn demo_video(
     let mut argv = flags(&[
         ("title", "vodfarm demo"),
         ("channel", &session.channel_id),
+        // The page offers the demo as an MP4 download too.
+        ("mp4-renditions", "720p"),
         ("api", api),
         ("token", &session.token),
         (

@@ -43,6 +43,9 @@ fn local(port: u16) -> String {
     format!("127.0.0.1:{port}")
 }
 
+/// What dev allows webhook URLs (api and sender agree).
+const DEV_WEBHOOK_FLAGS: [&str; 2] = ["--webhook-allow-http", "--webhook-allow-private"];
+
 /// The flags of every role dev runs.
 #[derive(Debug)]
 pub(crate) struct Roles {
@@ -53,6 +56,7 @@ pub(crate) struct Roles {
     shield: vodfarm_origin::OriginArgs,
     purger: vodfarm_purger::PurgerArgs,
     search_indexer: vodfarm_search::args::IndexerArgs,
+    webhooks: vodfarm_webhooks::WebhookArgs,
 }
 
 impl Roles {
@@ -82,13 +86,19 @@ impl Roles {
                 ("worker-token", &secrets.worker_token),
                 ("operator-token", &secrets.operator_token),
             ]))?,
-            api: role_args(&with_common(&[
-                ("listen", &local(args.api_port)),
-                ("store", &services.store_url),
-                ("public-url", &local_url(args.api_port)),
-                ("public-origin-url", &local_url(args.shield_port)),
-                ("signing-secret", &secrets.signing_secret),
-            ]))?,
+            api: role_args(
+                &[
+                    with_common(&[
+                        ("listen", &local(args.api_port)),
+                        ("store", &services.store_url),
+                        ("public-url", &local_url(args.api_port)),
+                        ("public-origin-url", &local_url(args.shield_port)),
+                        ("signing-secret", &secrets.signing_secret),
+                    ]),
+                    DEV_WEBHOOK_FLAGS.map(str::to_owned).to_vec(),
+                ]
+                .concat(),
+            )?,
             worker: role_args(&flags(&[
                 ("coordinator", &local_url(args.coordinator_port)),
                 ("worker-token", &secrets.worker_token),
@@ -113,6 +123,16 @@ impl Roles {
                 "listen",
                 &local(args.search_indexer_port),
             )]))?,
+            // Creators try webhooks against receivers on their machine:
+            // http and loopback/private addresses are allowed (link-local
+            // and cloud metadata never are).
+            webhooks: role_args(
+                &[
+                    with_common(&[("listen", &local(args.webhooks_port))]),
+                    DEV_WEBHOOK_FLAGS.map(str::to_owned).to_vec(),
+                ]
+                .concat(),
+            )?,
         })
     }
 
@@ -160,6 +180,11 @@ impl Roles {
             "search indexer",
             vodfarm_search::indexer::run(self.search_indexer, until()),
         );
+        spawn_role(
+            &mut roles,
+            "webhook sender",
+            vodfarm_webhooks::run(self.webhooks, until()),
+        );
         roles
     }
 }
@@ -185,6 +210,7 @@ pub(crate) async fn wait_healthy(args: &DevArgs) -> anyhow::Result<()> {
         args.worker_port,
         args.purger_port,
         args.search_indexer_port,
+        args.webhooks_port,
     ] {
         wait_ready(&format!("{}/healthz", local_url(port))).await?;
     }

@@ -7,6 +7,7 @@
 //! - `api`, `uploads`: the creator API, tus with tuspy, schemathesis.
 //! - `worker`: source shapes and bad uploads through real workers.
 //! - `origin`: every HTTP rule of the origin/shield.
+//! - `downloads`: MP4 downloads made by a real worker, served with Range.
 //! - `e2e`: every role its own process on s3s-fs.
 //! - `dev`: `vodfarm dev` and the page in headless chromium.
 //! - `edge`: Varnish in front of the tiers; CDN purges; streaming
@@ -17,6 +18,9 @@
 //! - `metrics`: every role's `/metrics` through `promtool check metrics`.
 //! - `security`: throttling, passwords, tokens, the operator token, slow
 //!   clients, the page's headers, text rules.
+//! - `webhooks`: signed webhooks through real receivers: retries, a
+//!   receiver down for a while, replay, a SIGKILLed sender, SSRF rules,
+//!   disabling.
 //! - `tidy`: the architecture's invariants, checked on the source tree.
 
 mod api_support;
@@ -29,6 +33,7 @@ mod search_support;
 mod api;
 mod chunks;
 mod dev;
+mod downloads;
 mod e2e;
 mod edge;
 mod metrics;
@@ -40,4 +45,5 @@ mod security;
 mod subtitles;
 mod tidy;
 mod uploads;
+mod webhooks;
 mod worker;

@@ -26,6 +26,7 @@ const ROLE_CRATES: &[(&str, &str)] = &[
     ("gpu-worker", "vodfarm-gpu-worker"),
     ("origin", "vodfarm-origin"),
     ("purger", "vodfarm-purger"),
+    ("webhooks", "vodfarm-webhooks"),
 ];
 
 /// Small libraries every role may use.

@@ -10,6 +10,10 @@
 // 5. an upload through the form (as CMAF) completes (tus-js-client);
 // 6. searching for the demo's title lists it with the words highlighted,
 //    as-you-type suggestions offer it, and its Play button plays it;
+// 7. the demo offers its 720p MP4 download; a webhook added through the
+//    form shows its secret once, lists the upload's event as a delivery
+//    (to a port where nothing listens: pending, with the error), and
+//    Replay adds a delivery;
 // Screenshots go to OUT_DIR. Exits non-zero with a message on failure.
 import { chromium } from "playwright-core";
 import fs from "node:fs";
@@ -107,6 +111,15 @@ try {
   check(preview, "scrubbing shows a sprite preview");
   await shot(page, "04-preview");
 
+  // A webhook (nothing listens on port 9: its deliveries stay pending).
+  await page.fill("#webhook-url", "http://127.0.0.1:9/hook");
+  await page.click("#webhook-form button[type=submit]");
+  await page.waitForFunction(() => document.getElementById("webhook-secret").textContent.includes("whsec_"),
+    null, { timeout: 10000 }).then(
+    () => check(true, "adding a webhook shows its signing secret once"),
+    () => check(false, "adding a webhook shows its signing secret once"));
+  await page.waitForSelector("#webhooks tbody tr", { timeout: 10000 });
+
   // Upload through the form.
   await page.setInputFiles("#file", uploadFile);
   await page.fill("#title", "browser upload");
@@ -149,6 +162,26 @@ try {
     hit.id, { timeout: 10000 });
   check(true, "the hit's Play button loads the demo");
   await shot(page, "06-search");
+  // The demo's MP4 download (dev uploads it with mp4_renditions 720p).
+  await page.waitForSelector("#player-downloads a", { timeout: 10000 }).then(
+    async () => {
+      const href = await page.getAttribute("#player-downloads a", "href");
+      check(/\/v\/[^/]+\/720p\/video\.mp4$/.test(href), `the player offers the MP4 download (${href})`);
+    },
+    () => check(false, "the player offers the MP4 download"));
+  // The webhook's deliveries: the upload's event, then a replay.
+  await page.click("#webhooks tbody tr button");
+  await page.waitForFunction(() => [...document.querySelectorAll("#deliveries tbody tr")]
+    .some((tr) => tr.textContent.includes("upload.completed")), null, { timeout: 30000 }).then(
+    () => check(true, "the webhook lists the upload's event as a delivery"),
+    () => check(false, "the webhook lists the upload's event as a delivery"));
+  const before = await page.$$eval("#deliveries tbody tr", (rows) => rows.length);
+  await page.click("#deliveries tbody tr button");
+  await page.waitForFunction((n) => document.querySelectorAll("#deliveries tbody tr").length > n, before,
+    { timeout: 10000 }).then(
+    () => check(true, "Replay adds a delivery"),
+    () => check(false, "Replay adds a delivery"));
+  await shot(page, "07-webhooks");
   check(errors.length === 0, "no page errors" + (errors.length ? ": " + errors.join("; ") : ""));
   check(blocked.length === 0, "the policy blocked nothing" + (blocked.length ? ": " + blocked.join("; ") : ""));
   if (uploaded) fs.writeFileSync(path.join(outDir, "uploaded-video-id.txt"), uploaded);

@@ -113,6 +113,30 @@ pub(super) async fn record_outputs(
         .execute(&mut **tx)
         .await?;
     }
+    for d in &outputs.downloads {
+        let want = layout::download_mp4(public_id, &d.rendition)
+            .map_err(|e| QueueError::InvalidInput(format!("download {:?}: {e}", d.rendition)))?;
+        if d.storage_key != want.as_str() || d.size_bytes < 0 {
+            return Err(QueueError::InvalidInput(format!(
+                "download {}: key must be {want} and size >= 0",
+                d.rendition
+            )));
+        }
+        sqlx::query(
+            "INSERT INTO video_downloads (video_id, rendition, storage_key, size_bytes, duration_ms)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (video_id, rendition) DO UPDATE SET
+                storage_key = excluded.storage_key, size_bytes = excluded.size_bytes,
+                duration_ms = excluded.duration_ms, created_at = now()",
+        )
+        .bind(video)
+        .bind(&d.rendition)
+        .bind(&d.storage_key)
+        .bind(d.size_bytes)
+        .bind(d.duration_ms)
+        .execute(&mut **tx)
+        .await?;
+    }
     if let Some(m) = &outputs.video {
         let duration = m.duration_seconds.filter(|d| d.is_finite() && *d >= 0.0);
         sqlx::query(

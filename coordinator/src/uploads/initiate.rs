@@ -41,6 +41,9 @@ pub struct InitiateRequest {
     pub packaging: Option<String>,
     /// Exact size of the file in bytes.
     pub size_bytes: u64,
+    /// Rungs (e.g. `720p`) also made as progressive MP4 downloads.
+    #[serde(default)]
+    pub mp4_renditions: Option<Vec<String>>,
 }
 
 /// `POST /v1/videos`'s answer.
@@ -79,6 +82,7 @@ pub(super) async fn initiate(
             metadata: [("filename".to_owned(), filename.clone())].into(),
             filename,
             size_bytes: req.size_bytes,
+            mp4_renditions: req.mp4_renditions.unwrap_or_default(),
         },
     )
     .await?;

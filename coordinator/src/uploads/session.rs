@@ -2,7 +2,7 @@
 //! video row, the per-PATCH row lock, progress and completion.
 
 use super::UploadState;
-use crate::pipeline::{upload_jobs_chunked, DEFAULT_SEGMENT_SECONDS};
+use crate::pipeline::{upload_jobs_chunked, with_downloads, DEFAULT_SEGMENT_SECONDS};
 use crate::queue::JobQueue;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -44,6 +44,8 @@ pub struct NewUpload {
     pub size_bytes: u64,
     /// tus `Upload-Metadata`, kept for HEAD.
     pub metadata: BTreeMap<String, String>,
+    /// Rungs also made as MP4 downloads.
+    pub mp4_renditions: Vec<String>,
 }
 
 /// A created upload.
@@ -227,6 +229,8 @@ pub fn validate(req: &mut NewUpload, max_size: u64) -> Result<(), ApiError> {
             "packaging must be ts or cmaf",
         ));
     }
+    req.mp4_renditions = layout::check_download_renditions(&req.mp4_renditions)
+        .map_err(|m| ApiError::invalid_field("mp4_renditions", m))?;
     Ok(())
 }
 
@@ -305,8 +309,8 @@ pub async fn create(
     let result: Result<(), sqlx::Error> = async {
         let video: i64 = sqlx::query_scalar(
             "INSERT INTO videos (video_id, channel_id, title, description, tags, category,
-                                 privacy, original_filename, packaging, status)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'uploading') RETURNING id",
+                                 privacy, original_filename, packaging, status, mp4_renditions)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'uploading', $10) RETURNING id",
         )
         .bind(&video_id)
         .bind(channel)
@@ -323,6 +327,7 @@ pub async fn create(
                 .unwrap_or(state.settings.default_packaging)
                 .as_str(),
         )
+        .bind(&req.mp4_renditions)
         .fetch_one(&mut *tx)
         .await?;
         sqlx::query(
@@ -405,7 +410,7 @@ pub async fn complete(
     session: &Session,
     parts: &[CompletedPart],
 ) -> Result<bool, ApiError> {
-    let r: Result<(bool, String), sqlx::Error> = async {
+    let r: Result<(bool, (String, Vec<String>)), sqlx::Error> = async {
         sqlx::query(
             "UPDATE upload_sessions SET status = 'completed', upload_offset = upload_length,
                     parts = $2, updated_at = now() WHERE id = $1",
@@ -414,10 +419,10 @@ pub async fn complete(
         .bind(serde_json::to_value(parts).unwrap_or_default())
         .execute(&mut **tx)
         .await?;
-        let updated: Option<String> = sqlx::query_scalar(
+        let updated: Option<(String, Vec<String>)> = sqlx::query_as(
             "UPDATE videos SET status = 'processing', original_size_bytes = $2,
                     processing_progress = 0, uploaded_at = now(), updated_at = now()
-             WHERE id = $1 AND status = 'uploading' RETURNING packaging",
+             WHERE id = $1 AND status = 'uploading' RETURNING packaging, mp4_renditions",
         )
         .bind(session.video)
         .bind(session.length as i64)
@@ -426,7 +431,7 @@ pub async fn complete(
         Ok((updated.is_some(), updated.unwrap_or_default()))
     }
     .await;
-    let (processing, packaging) = r.map_err(|e| db_error(&e))?;
+    let (processing, (packaging, mp4_renditions)) = r.map_err(|e| db_error(&e))?;
     let packaging = Packaging::parse(&packaging).unwrap_or_default();
     if processing {
         let key = layout::original(
@@ -443,6 +448,7 @@ pub async fn complete(
             0,
             state.settings.chunking,
         )
+        .and_then(|jobs| with_downloads(&session.video_id, jobs, &mp4_renditions))
         .map_err(|e| ApiError::internal(&e))?;
         JobQueue::enqueue(tx, session.video, &jobs)
             .await

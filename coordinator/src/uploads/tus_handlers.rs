@@ -458,6 +458,16 @@ pub(super) async fn create_tus(
             packaging: metadata.get("packaging").cloned(),
             filename,
             size_bytes: length,
+            // `mp4_renditions` metadata: comma-separated rungs.
+            mp4_renditions: metadata
+                .get("mp4_renditions")
+                .map(|v| {
+                    v.split(',')
+                        .map(|r| r.trim().to_owned())
+                        .filter(|r| !r.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default(),
             metadata,
         },
     )

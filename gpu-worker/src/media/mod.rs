@@ -12,6 +12,7 @@
 //!   stream-copy remux) and what a chunk transcodes.
 //! - [`cmaf`]: CMAF fMP4 tracks (init + segments) for HLS and DASH.
 //! - [`transcode`]: the threads that run the stages.
+//! - [`mp4`]: a rung's segments remuxed into one faststart MP4 (downloads).
 //! - [`thumbs`]: thumbnails, poster, sprite and storyboard.
 
 pub mod chunks;
@@ -20,6 +21,7 @@ pub mod continuity;
 pub mod error;
 pub mod gpu;
 pub mod hls;
+pub mod mp4;
 pub mod probe;
 pub mod rendition;
 pub mod stages;

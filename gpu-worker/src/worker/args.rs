@@ -62,7 +62,7 @@ pub struct WorkerArgs {
         long,
         env = "VODFARM_WORKER_JOB_TYPES",
         value_delimiter = ',',
-        default_value = "transcode,thumbnail,manifest"
+        default_value = "transcode,thumbnail,manifest,mp4"
     )]
     pub job_types: Vec<JobType>,
     /// libx264 preset (ultrafast … veryslow): speed against quality at

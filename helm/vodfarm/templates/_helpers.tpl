@@ -378,3 +378,13 @@ spec:
     matchLabels:
       {{- include "vodfarm.componentSelectorLabels" (dict "ctx" .ctx "component" .component) | nindent 6 }}
 {{- end }}
+
+{{/*
+Where webhook URLs may point (api and webhook sender agree).
+*/}}
+{{- define "vodfarm.webhookDestinationEnv" -}}
+- name: VODFARM_WEBHOOK_ALLOW_HTTP
+  value: {{ .Values.webhookDestinations.allowHttp | toString | quote }}
+- name: VODFARM_WEBHOOK_ALLOW_PRIVATE
+  value: {{ .Values.webhookDestinations.allowPrivate | toString | quote }}
+{{- end }}

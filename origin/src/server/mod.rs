@@ -17,6 +17,7 @@
 //!    caching headers, CORS, conditional requests and ranges
 //!    (`prepare.rs`), per-viewer playlist rewriting (`playlist.rs`), and
 //!    streaming from memory, a flight, or the upstream.
+//!    MP4 downloads get their `Content-Disposition` (`download.rs`).
 //! 5. `log` (`log.rs`): metrics and the access log line, for every
 //!    response, those answered early included.
 //!
@@ -25,6 +26,7 @@
 //! handler never fails.
 
 mod access;
+mod download;
 mod log;
 mod lookup;
 mod playlist;
@@ -162,7 +164,11 @@ async fn serve(
     };
     let (source, status) = lookup::lookup(app, &ctx).await;
     *cache = status;
-    respond::respond(app, &ctx, source).await
+    let resp = respond::respond(app, &ctx, source).await;
+    if route.is_download {
+        return download::name_the_file(app, &route, resp).await;
+    }
+    resp
 }
 
 #[cfg(test)]

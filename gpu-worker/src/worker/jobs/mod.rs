@@ -3,6 +3,7 @@
 
 mod chunk;
 mod manifest;
+mod mp4;
 mod stitch;
 mod thumbnail;
 mod transcode;
@@ -23,5 +24,6 @@ pub(super) async fn run(
         JobType::Transcode => transcode::transcode_job(worker, job, control).await,
         JobType::Thumbnail => thumbnail::thumbnail_job(worker, job, control).await,
         JobType::Manifest => manifest::manifest_job(worker, job).await,
+        JobType::Mp4 => mp4::mp4_job(worker, job).await,
     }
 }

@@ -209,6 +209,7 @@ pub(super) async fn transcode_job(
         thumbnails: Vec::new(),
         chunks: Vec::new(),
         source_bytes: i64::try_from(source_bytes).ok(),
+        downloads: Vec::new(),
         video: Some(SourceMetadata {
             duration_seconds: Some(if fps > 0.0 {
                 output.frames as f64 / fps
