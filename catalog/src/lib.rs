@@ -10,7 +10,12 @@
 //!   video pages; [`videos`]: a video's metadata, playback URLs, edits
 //!   and deletion; [`subtitles`]: a video's subtitle tracks (checked and
 //!   converted by [`webvtt`], listed in the playlists by `manifests.rs`);
-//!   `validate.rs`: the text checks they share.
+//!   `validate.rs`: the text checks they share;
+//! - analytics routes: [`beacons`] (playback events → the event bus),
+//!   [`likes`] (likes, subscriptions and the subscriptions feed),
+//!   [`history`] (watch history, continue watching, erasure), [`related`]
+//!   (related videos and recommendations); `cards.rs` the short video
+//!   form they list and which videos a list may show.
 //!
 //! Dependencies inside the crate point one way: routes → handlers →
 //! {state, validate}; no handler module imports another's routes.
@@ -21,9 +26,14 @@
 #![warn(missing_docs)]
 
 pub mod accounts;
+pub mod beacons;
+mod cards;
 pub mod channels;
+pub mod history;
+pub mod likes;
 mod manifests;
 pub mod passwords;
+pub mod related;
 mod routes;
 mod state;
 pub mod subtitles;

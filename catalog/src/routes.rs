@@ -1,14 +1,23 @@
 //! The catalog's HTTP routes. Uploads live in the coordinator crate.
 
 use crate::state::CatalogState;
-use crate::{accounts, channels, passwords, subtitles, tokens, videos};
+use crate::{
+    accounts, beacons, channels, history, likes, passwords, related, subtitles, tokens, videos,
+};
+use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post, put};
 use axum::Router;
 
 /// The routes: `/v1/users`, `/v1/tokens…`, `/v1/me/password`,
 /// `/v1/channels…`, `GET|PATCH|DELETE /v1/videos/{video_id}`,
 /// `GET /v1/videos/{video_id}/subtitles`,
-/// `PUT|DELETE /v1/videos/{video_id}/subtitles/{lang}`.
+/// `PUT|DELETE /v1/videos/{video_id}/subtitles/{lang}`; analytics:
+/// `POST /v1/videos/{video_id}/beacons`, `PUT|DELETE
+/// /v1/videos/{video_id}/like`, `PUT|DELETE
+/// /v1/channels/{channel_id}/subscription`, `GET
+/// /v1/me/subscriptions/videos`, `GET|DELETE /v1/me/history`, `GET
+/// /v1/me/continue-watching`, `GET /v1/videos/{video_id}/related`, `GET
+/// /v1/me/recommendations`.
 pub fn router(state: CatalogState) -> Router {
     Router::new()
         .route("/v1/users", post(accounts::create_user))
@@ -39,5 +48,28 @@ pub fn router(state: CatalogState) -> Router {
             "/v1/videos/{video_id}/subtitles/{lang}",
             put(subtitles::put_subtitle).delete(subtitles::delete_subtitle),
         )
+        .route(
+            "/v1/videos/{video_id}/beacons",
+            post(beacons::post_beacons).layer(DefaultBodyLimit::max(beacons::MAX_BODY)),
+        )
+        .route(
+            "/v1/videos/{video_id}/like",
+            put(likes::like).delete(likes::unlike),
+        )
+        .route(
+            "/v1/channels/{channel_id}/subscription",
+            put(likes::subscribe).delete(likes::unsubscribe),
+        )
+        .route(
+            "/v1/me/subscriptions/videos",
+            get(likes::subscription_videos),
+        )
+        .route(
+            "/v1/me/history",
+            get(history::history).delete(history::erase_history),
+        )
+        .route("/v1/me/continue-watching", get(history::continue_watching))
+        .route("/v1/videos/{video_id}/related", get(related::related))
+        .route("/v1/me/recommendations", get(related::recommendations))
         .with_state(state)
 }

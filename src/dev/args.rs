@@ -48,6 +48,12 @@ pub struct DevArgs {
     /// Port of the search indexer's /metrics and /healthz.
     #[arg(long, default_value_t = 8086)]
     pub search_indexer_port: u16,
+    /// Port of the view counter's /metrics and /healthz.
+    #[arg(long, default_value_t = 8087)]
+    pub counts_port: u16,
+    /// Port of the recommender's /metrics and /healthz.
+    #[arg(long, default_value_t = 8088)]
+    pub recs_port: u16,
     /// Upload this video as the demo instead of the generated 30-second
     /// test pattern.
     #[arg(long)]

@@ -53,6 +53,8 @@ pub(crate) struct Roles {
     shield: vodfarm_origin::OriginArgs,
     purger: vodfarm_purger::PurgerArgs,
     search_indexer: vodfarm_search::args::IndexerArgs,
+    counts: vodfarm_counts::CountsArgs,
+    recs: vodfarm_counts::recs::RecsArgs,
 }
 
 impl Roles {
@@ -68,6 +70,9 @@ impl Roles {
         let conns = ("http-max-connections", DEV_MAX_CONNECTIONS);
         let common = flags(&[("database-url", services.database_url.as_str()), conns]);
         let with_common = |extra: &[(&str, &str)]| [common.clone(), flags(extra)].concat();
+        // The embedded Redis carries live counts, the event bus (a
+        // stream) and recommendations; watch history lives in PostgreSQL.
+        let redis = ("redis-url", services.redis_url.as_str());
         let origin = |port: u16, upstream: &str| {
             role_args::<vodfarm_origin::OriginArgs>(&with_common(&[
                 ("listen", &local(port)),
@@ -83,6 +88,7 @@ impl Roles {
                 ("operator-token", &secrets.operator_token),
             ]))?,
             api: role_args(&with_common(&[
+                redis,
                 ("listen", &local(args.api_port)),
                 ("store", &services.store_url),
                 ("public-url", &local_url(args.api_port)),
@@ -113,6 +119,19 @@ impl Roles {
                 "listen",
                 &local(args.search_indexer_port),
             )]))?,
+            // Flushed every minute, so a demo's views reach PostgreSQL
+            // while one watches (the page shows live counts anyway).
+            counts: role_args(&with_common(&[
+                redis,
+                ("listen", &local(args.counts_port)),
+                ("consumer-name", "dev-counts"),
+                ("flush-interval", "1m"),
+            ]))?,
+            recs: role_args(&with_common(&[
+                redis,
+                ("listen", &local(args.recs_port)),
+                ("every", "10m"),
+            ]))?,
         })
     }
 
@@ -160,6 +179,16 @@ impl Roles {
             "search indexer",
             vodfarm_search::indexer::run(self.search_indexer, until()),
         );
+        spawn_role(
+            &mut roles,
+            "counts",
+            vodfarm_counts::run(self.counts, until()),
+        );
+        spawn_role(
+            &mut roles,
+            "recs",
+            vodfarm_counts::recs::run(self.recs, until()),
+        );
         roles
     }
 }
@@ -185,6 +214,8 @@ pub(crate) async fn wait_healthy(args: &DevArgs) -> anyhow::Result<()> {
         args.worker_port,
         args.purger_port,
         args.search_indexer_port,
+        args.counts_port,
+        args.recs_port,
     ] {
         wait_ready(&format!("{}/healthz", local_url(port))).await?;
     }

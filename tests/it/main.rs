@@ -17,10 +17,14 @@
 //! - `metrics`: every role's `/metrics` through `promtool check metrics`.
 //! - `security`: throttling, passwords, tokens, the operator token, slow
 //!   clients, the page's headers, text rules.
+//! - `counts`: analytics: beacons, the event bus (Redis Stream and
+//!   Kafka), `vodfarm counts` under SIGKILL, the flush, likes, history,
+//!   recommendations.
 //! - `tidy`: the architecture's invariants, checked on the source tree.
 
 mod api_support;
 mod common;
+mod counts_support;
 mod edge_support;
 mod media_support;
 mod origin_support;
@@ -28,6 +32,7 @@ mod search_support;
 
 mod api;
 mod chunks;
+mod counts;
 mod dev;
 mod e2e;
 mod edge;
