@@ -40,14 +40,15 @@ impl WatchStore for PgWatchStore {
         let completed: Vec<bool> = records.iter().map(|r| r.completed).collect();
         let mut tx = self.pool.begin().await?;
         // One row per key in each statement (ON CONFLICT cannot touch a
-        // row twice): the newest record of each key.
+        // row twice): the newest record of each key, the later one in the
+        // batch (the bus's order) among records of the same millisecond.
         sqlx::query(
             "INSERT INTO watch_history AS h (user_id, watched_at, video_id, watch_duration_seconds,
                                             completed, last_position_seconds, updated_at)
              SELECT DISTINCT ON (u, w, v) u, w, v, d, c, p, t
              FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::int[], $5::bool[],
-                         $6::int[], $7::timestamptz[]) AS x(u, w, v, d, c, p, t)
-             ORDER BY u, w, v, t DESC
+                         $6::int[], $7::timestamptz[]) WITH ORDINALITY AS x(u, w, v, d, c, p, t, n)
+             ORDER BY u, w, v, t DESC, n DESC
              ON CONFLICT (user_id, watched_at, video_id) DO UPDATE SET
                 watch_duration_seconds = greatest(h.watch_duration_seconds, excluded.watch_duration_seconds),
                 completed = h.completed OR excluded.completed,
@@ -68,8 +69,8 @@ impl WatchStore for PgWatchStore {
             "INSERT INTO watch_progress AS g (user_id, video_id, position_seconds, duration_seconds, updated_at)
              SELECT DISTINCT ON (u, v) u, v, p, l, t
              FROM unnest($1::text[], $2::text[], $3::int[], $4::int[], $5::timestamptz[])
-                  AS x(u, v, p, l, t)
-             ORDER BY u, v, t DESC
+                  WITH ORDINALITY AS x(u, v, p, l, t, n)
+             ORDER BY u, v, t DESC, n DESC
              ON CONFLICT (user_id, video_id) DO UPDATE SET
                 position_seconds = excluded.position_seconds,
                 duration_seconds = excluded.duration_seconds,

@@ -1,8 +1,8 @@
 //! The Scylla/Cassandra watch store (`SCYLLA_NODES`): the seed's CQL
 //! tables exactly (`watch_history` clustered by `watched_at DESC`,
 //! `watch_progress`), prepared statements, and writes stamped `USING
-//! TIMESTAMP` with the event's time so the newest event wins whatever
-//! the order of arrival.
+//! TIMESTAMP` with the event's time (plus its place in the batch, in
+//! microseconds) so the newest event wins whatever the order of arrival.
 
 use super::{is_finished, HistoryEntry, Progress, WatchError, WatchRecord, WatchStore};
 use chrono::{DateTime, Utc};
@@ -146,8 +146,10 @@ impl WatchStore for ScyllaWatchStore {
     }
 
     async fn record(&self, records: &[WatchRecord]) -> Result<(), WatchError> {
-        for r in records {
-            let ts = r.updated_at.timestamp_micros();
+        for (i, r) in records.iter().enumerate() {
+            // Records of one millisecond (one beacon request) keep their
+            // order on the bus: the later one gets the later write time.
+            let ts = r.updated_at.timestamp_micros() + (i as i64).min(999);
             self.session
                 .execute_unpaged(
                     &self.insert_history,
