@@ -122,7 +122,10 @@ pub async fn consume(
             last_lag = Instant::now();
             match consumer.lag().await {
                 Ok(l) => metrics.lag.set(i64::try_from(l).unwrap_or(i64::MAX)),
-                Err(e) => tracing::debug!(error = %e, "lag unknown"),
+                Err(e) => {
+                    metrics.lag.set(-1);
+                    tracing::warn!(error = %e, "consumer lag unknown");
+                }
             }
         }
         let events = tokio::select! {

@@ -50,7 +50,7 @@ impl CountsMetrics {
             ))?,
             lag: IntGauge::new(
                 "vodfarm_counts_lag_events",
-                "Events of the consumer group not yet committed",
+                "Events of the consumer group not yet committed (-1: unknown)",
             )?,
             errors: IntCounterVec::new(
                 Opts::new("vodfarm_counts_errors_total", "Failures, retried, by stage"),
@@ -70,6 +70,8 @@ impl CountsMetrics {
             )?,
             registry,
         };
+        // Unknown until the consumer first asks the bus.
+        m.lag.set(-1);
         m.registry.register(Box::new(m.events.clone()))?;
         m.registry.register(Box::new(m.views.clone()))?;
         m.registry.register(Box::new(m.history_records.clone()))?;
