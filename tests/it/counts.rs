@@ -166,6 +166,11 @@ async fn exact_counts_through_kills(kafka: bool) {
     assert_eq!(views, want0);
     assert!(rows <= 2, "one row per hour, not per flush: {rows}");
     assert_eq!(channel_total(ch_a).await, want_a + 20);
+
+    // The counter's /metrics pass promtool's lint.
+    let text = crate::common::metrics_text(&counts.base).await;
+    crate::metrics::promtool_check_metrics(&crate::metrics::promtool_or_explain(), "counts", &text);
+    assert!(text.contains("vodfarm_counts_lag_events 0"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

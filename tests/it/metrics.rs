@@ -300,7 +300,7 @@ impl Drop for PurgerProcess {
 }
 
 /// The promtool binary, or a panic that says how to get it.
-fn promtool_or_explain() -> String {
+pub(crate) fn promtool_or_explain() -> String {
     match Command::new("promtool").arg("--version").output() {
         Ok(out) if out.status.success() => "promtool".to_owned(),
         Ok(out) => panic!(
@@ -318,7 +318,7 @@ fn promtool_or_explain() -> String {
 
 /// `promtool check metrics` on one role's exposition; panics with its
 /// findings.
-fn promtool_check_metrics(promtool: &str, role: &str, text: &str) {
+pub(crate) fn promtool_check_metrics(promtool: &str, role: &str, text: &str) {
     let mut child = Command::new(promtool)
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
