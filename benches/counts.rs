@@ -94,7 +94,7 @@ async fn run_ours(
         common.extend(["--kafka-brokers".into(), k.into()]);
     }
     let api_port = free_port()?;
-    let _api = Proc(
+    let api_proc = Proc(
         Command::new(env!("CARGO_BIN_EXE_vodfarm"))
             .arg("api")
             .args(["--listen", &format!("127.0.0.1:{api_port}")])
@@ -106,7 +106,7 @@ async fn run_ours(
             .spawn()?,
     );
     let counts_port = free_port()?;
-    let _counts = Proc(
+    let counts_proc = Proc(
         Command::new(env!("CARGO_BIN_EXE_vodfarm"))
             .arg("counts")
             .args(["--listen", &format!("127.0.0.1:{counts_port}")])
@@ -206,6 +206,10 @@ async fn run_ours(
         .get((lags.len() * 99 / 100).min(lags.len().saturating_sub(1)))
         .copied()
         .unwrap_or_default();
+    // Stop the roles first: a consumer blocked on the stream would see
+    // its key vanish.
+    drop(counts_proc);
+    drop(api_proc);
     cleanup(&mut c, &prefix).await?;
     Ok(Figures {
         ours: (requests * 100) as f64 / elapsed,
