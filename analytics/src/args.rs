@@ -130,7 +130,7 @@ impl AnalyticsArgs {
     }
 
     async fn counters(&self, client: &redis::Client) -> Result<Counters, OpenError> {
-        let conn = redis::aio::ConnectionManager::new(client.clone()).await?;
+        let conn = crate::counters::connection_manager(client).await?;
         Ok(Counters::new(
             conn,
             &self.redis_prefix,

@@ -37,6 +37,21 @@ pub enum CounterError {
     Database(#[from] sqlx::Error),
 }
 
+/// How long a Redis command may take before the client gives up (the
+/// client's default, 500 ms, is shorter than a batch's script under
+/// load; a timed-out batch is retried, which is safe but wasteful).
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A reconnecting connection to `client`'s server with
+/// [`RESPONSE_TIMEOUT`].
+pub async fn connection_manager(client: &redis::Client) -> redis::RedisResult<ConnectionManager> {
+    ConnectionManager::new_with_config(
+        client.clone(),
+        redis::aio::ConnectionManagerConfig::new().set_response_timeout(Some(RESPONSE_TIMEOUT)),
+    )
+    .await
+}
+
 /// How long keys live.
 #[derive(Debug, Clone, Copy)]
 pub struct Retention {

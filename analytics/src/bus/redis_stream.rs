@@ -12,6 +12,9 @@ use redis::aio::ConnectionManager;
 use redis::Value;
 use std::time::{Duration, Instant};
 
+/// The longest `XREADGROUP BLOCK`.
+const MAX_BLOCK: Duration = Duration::from_secs(30);
+
 /// The stream's key (after the key prefix).
 pub const STREAM_KEY: &str = "playback";
 
@@ -43,7 +46,7 @@ impl RedisStreamBus {
         max_len: u64,
         claim_idle: Duration,
     ) -> Result<Self, BusError> {
-        let conn = ConnectionManager::new(client.clone()).await?;
+        let conn = crate::counters::connection_manager(&client).await?;
         Ok(RedisStreamBus {
             conn,
             client,
@@ -100,8 +103,15 @@ impl EventBus for RedisStreamBus {
                 return Err(e.into());
             }
         }
-        // A connection of its own: XREADGROUP BLOCK holds it.
-        let blocking = self.client.get_multiplexed_async_connection().await?;
+        // A connection of its own: XREADGROUP BLOCK holds it (for at most
+        // MAX_BLOCK, well within the connection's response timeout).
+        let blocking = self
+            .client
+            .get_multiplexed_async_connection_with_config(
+                &redis::AsyncConnectionConfig::new()
+                    .set_response_timeout(Some(MAX_BLOCK + crate::counters::RESPONSE_TIMEOUT)),
+            )
+            .await?;
         Ok(Box::new(StreamConsumer {
             conn,
             blocking,
@@ -206,7 +216,8 @@ impl StreamConsumer {
             .arg("COUNT")
             .arg(max);
         if let Some(b) = block {
-            cmd.arg("BLOCK").arg(b.as_millis().max(1) as u64);
+            cmd.arg("BLOCK")
+                .arg(b.min(MAX_BLOCK).as_millis().max(1) as u64);
         }
         cmd.arg("STREAMS").arg(&self.stream).arg(id);
         Ok(if block.is_some() {
