@@ -45,6 +45,16 @@ if ! command -v s3s-fs >/dev/null 2>&1 && [ ! -x "$s3s_bin" ]; then
   cargo install --locked s3s-fs --version 0.14.1 --features binary
 fi
 
+# A real Kafka-protocol broker for the event bus tests (tests/it/counts.rs
+# runs `tansu broker … --storage-engine memory://tansu/`). The default
+# build has no storage engine, hence the features; ~10 min, once: the
+# binary is reused.
+tansu_bin="${CARGO_HOME:-$HOME/.cargo}/bin/tansu"
+if ! command -v tansu >/dev/null 2>&1 && [ ! -x "$tansu_bin" ]; then
+  echo "services: installing tansu (Kafka test broker, ~10 min)"
+  cargo install --locked tansu --version '^0.6' --features dynostore,postgres
+fi
+
 # Python test clients of the creator API: tuspy (a stock tus client) and
 # schemathesis (fuzzes the api from its OpenAPI document).
 ensure python3 python3

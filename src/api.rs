@@ -118,6 +118,10 @@ pub struct ApiArgs {
     /// Where webhook URLs may point (checked at registration).
     #[command(flatten)]
     pub webhooks: vodfarm_core::destination::DestinationArgs,
+    /// Analytics: Redis (live counts, recommendations), the event bus
+    /// playback beacons go to, the watch store.
+    #[command(flatten)]
+    pub analytics: vodfarm_analytics::args::AnalyticsArgs,
 }
 
 fn parse_packaging(s: &str) -> Result<Packaging, String> {
@@ -147,6 +151,9 @@ pub enum ApiRunError {
     /// The search index could not be opened.
     #[error("search index: {0}")]
     Search(#[from] vodfarm_search::index::IndexError),
+    /// Redis, the event bus or the watch store could not be opened.
+    #[error("analytics: {0}")]
+    Analytics(#[from] vodfarm_analytics::args::OpenError),
 }
 
 #[derive(Clone)]
@@ -355,6 +362,7 @@ pub async fn run_with(
         .connect(&args.database_url)
         .await?;
     let store = vodfarm_core::store::open(&args.store).await?;
+    let analytics = args.analytics.open(pool.clone()).await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|source| ApiRunError::Serve {
@@ -399,6 +407,7 @@ pub async fn run_with(
             webhook_destinations: args.webhooks.into(),
         }),
         throttle: throttle.clone(),
+        analytics,
     };
     let connections = vodfarm_core::serve::ConnectionMetrics::new(&registry)?;
     let search_settings = args.search.pg_settings();

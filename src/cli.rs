@@ -23,6 +23,8 @@ pub struct Cli {
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
+// Parsed once at start and moved into its role: the size does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Run the whole system in one process on embedded defaults (private
     /// PostgreSQL and Redis under --data-dir unless DATABASE_URL/REDIS_URL
@@ -48,6 +50,14 @@ pub enum Command {
     /// (PostgreSQL full text, or Elasticsearch when ELASTICSEARCH_URL is
     /// set). Any number of replicas.
     SearchIndexer(vodfarm_search::args::IndexerArgs),
+    /// Run a counter: consume playback events from the bus (Redis Stream,
+    /// or Kafka when KAFKA_BROKERS is set) into live Redis counters and
+    /// watch history; flush closed hours to PostgreSQL hourly. Any number
+    /// of replicas. `--flush-now` flushes once and exits.
+    Counts(vodfarm_counts::CountsArgs),
+    /// Compute recommendations (related videos, per-viewer lists) from
+    /// the last 30 days of watch history into Redis; daily, or `--once`.
+    Recs(vodfarm_counts::recs::RecsArgs),
     /// Search maintenance (`vodfarm search reindex`).
     Search(SearchArgs),
     /// Upload a video file (resumable; --wait follows it until playable).
@@ -132,6 +142,12 @@ pub async fn main() -> anyhow::Result<()> {
                     .map(|old| format!(" (replaced {old})"))
                     .unwrap_or_default()
             );
+        }
+        Command::Counts(args) => {
+            vodfarm_counts::run(args, crate::shutdown_signal()).await?;
+        }
+        Command::Recs(args) => {
+            vodfarm_counts::recs::run(args, crate::shutdown_signal()).await?;
         }
         Command::Upload(args) => {
             crate::upload::run(args).await?;

@@ -221,6 +221,10 @@ $("protocol").addEventListener("change", (ev) => {
 async function play(videoId, protocol) {
   state.selected = videoId;
   const v = await api("/v1/videos/" + encodeURIComponent(videoId));
+  beacons.begin(videoId);
+  showStats(v);
+  refreshRelated(videoId);
+  refreshContinue();
   const playback = v.playback || {};
   const master = playback.master_url || playback.hls_url || v.playback_url;
   if (!master) return;
@@ -286,6 +290,98 @@ async function play(videoId, protocol) {
     } catch (_) { /* previews are optional */ }
   }
 }
+
+// ---- views, likes, related, continue watching --------------------------
+
+function showStats(v) {
+  $("views").textContent = fmtViews(v.view_count || 0);
+  $("likes").textContent = (v.like_count || 0) + " likes";
+}
+
+$("like").addEventListener("click", async () => {
+  if (!state.selected) return;
+  try {
+    const r = await api("/v1/videos/" + encodeURIComponent(state.selected) + "/like", { method: "PUT" });
+    $("likes").textContent = r.like_count + " likes";
+  } catch (_) { /* signed out */ }
+});
+
+function fillCards(list, cards, onPick, extra) {
+  list.textContent = "";
+  for (const c of cards) {
+    const li = document.createElement("li");
+    const b = document.createElement("button");
+    b.className = "card";
+    b.textContent = c.title || (c.video && c.video.title) || "";
+    b.onclick = () => onPick(c.video ? c.video.video_id : c.video_id);
+    li.appendChild(b);
+    if (extra) li.appendChild(document.createTextNode(" " + extra(c)));
+    list.appendChild(li);
+  }
+}
+
+async function refreshRelated(videoId) {
+  try {
+    const r = await api("/v1/videos/" + encodeURIComponent(videoId) + "/related?limit=6");
+    fillCards($("related"), r.videos || [], (id) => play(id), (c) => fmtViews(c.view_count));
+  } catch (_) { $("related").textContent = ""; }
+}
+
+async function refreshContinue() {
+  try {
+    const r = await api("/v1/me/continue-watching?limit=6");
+    fillCards($("continue"), r.items || [], (id) => play(id),
+      (c) => "at " + fmtDuration(c.position_seconds) + " of " + fmtDuration(c.duration_seconds));
+  } catch (_) { $("continue").textContent = ""; }
+}
+
+// Playback beacons: a session per play(), its cumulative watch time from
+// the player's clock, sent every 5 s and when playback ends or the page
+// is hidden (keepalive, so a closing tab still delivers them). Event ids
+// are ours: a resent batch counts once.
+const beacons = {
+  videoId: null, session: null, watched: 0, last: null, queue: [], timer: null,
+  begin(videoId) {
+    this.flush();
+    this.videoId = videoId;
+    this.session = crypto.randomUUID();
+    this.watched = 0;
+    this.last = null;
+    this.queue = [];
+    this.push("start");
+    clearInterval(this.timer);
+    this.timer = setInterval(() => { if (!$("video").paused) this.push("progress"); this.flush(); }, 5000);
+  },
+  tick(t) {
+    if (this.last !== null && t > this.last && t - this.last < 2) this.watched += t - this.last;
+    this.last = t;
+  },
+  push(kind) {
+    if (!this.videoId) return;
+    const v = $("video");
+    const duration = Number.isFinite(v.duration) ? v.duration : 0;
+    const pos = Math.max(0, Math.min(v.currentTime || 0, duration || Infinity));
+    this.queue.push({ event_id: crypto.randomUUID(), kind, position_seconds: pos,
+      watched_seconds: this.watched, at: Date.now() / 1000 });
+  },
+  flush() {
+    if (!this.videoId || this.queue.length === 0) return;
+    const batch = this.queue.splice(0, 100);
+    const headers = { "Content-Type": "application/json" };
+    if (state.token) headers.Authorization = "Bearer " + state.token;
+    fetch("/v1/videos/" + encodeURIComponent(this.videoId) + "/beacons", {
+      method: "POST", headers, keepalive: true,
+      body: JSON.stringify({ session_id: this.session, events: batch }),
+    }).then((r) => { if (r.status >= 500) this.queue.unshift(...batch); })
+      .catch(() => { this.queue.unshift(...batch); });
+  },
+};
+$("video").addEventListener("timeupdate", () => beacons.tick($("video").currentTime));
+$("video").addEventListener("ended", () => { beacons.push("end"); beacons.flush(); });
+$("video").addEventListener("pause", () => { beacons.push("progress"); beacons.flush(); });
+document.addEventListener("visibilitychange", () => {
+  if (document.visibilityState === "hidden") { beacons.push("end"); beacons.flush(); }
+});
 
 $("quality").addEventListener("change", (ev) => {
   const level = parseInt(ev.target.value, 10);

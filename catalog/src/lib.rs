@@ -11,7 +11,12 @@
 //!   and deletion; [`subtitles`]: a video's subtitle tracks (checked and
 //!   converted by [`webvtt`], listed in the playlists by `manifests.rs`);
 //!   [`webhooks`]: a creator's webhook endpoints, their deliveries and
-//!   replays; `validate.rs`: the text checks they share.
+//!   replays; `validate.rs`: the text checks they share;
+//! - analytics routes: [`beacons`] (playback events → the event bus),
+//!   [`likes`] (likes, subscriptions and the subscriptions feed),
+//!   [`history`] (watch history, continue watching, erasure), [`related`]
+//!   (related videos and recommendations); `cards.rs` the short video
+//!   form they list and which videos a list may show.
 //!
 //! Dependencies inside the crate point one way: routes → handlers →
 //! {state, validate}; no handler module imports another's routes.
@@ -22,9 +27,14 @@
 #![warn(missing_docs)]
 
 pub mod accounts;
+pub mod beacons;
+mod cards;
 pub mod channels;
+pub mod history;
+pub mod likes;
 mod manifests;
 pub mod passwords;
+pub mod related;
 mod routes;
 mod state;
 pub mod subtitles;

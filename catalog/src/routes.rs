@@ -1,7 +1,11 @@
 //! The catalog's HTTP routes. Uploads live in the coordinator crate.
 
 use crate::state::CatalogState;
-use crate::{accounts, channels, passwords, subtitles, tokens, videos, webhooks};
+use crate::{
+    accounts, beacons, channels, history, likes, passwords, related, subtitles, tokens, videos,
+    webhooks,
+};
+use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post, put};
 use axum::Router;
 
@@ -11,7 +15,14 @@ use axum::Router;
 /// `PUT|DELETE /v1/videos/{video_id}/subtitles/{lang}`,
 /// `POST|GET /v1/webhooks`, `GET|PATCH|DELETE /v1/webhooks/{webhook_id}`,
 /// `GET /v1/webhooks/{webhook_id}/deliveries`,
-/// `POST /v1/webhooks/{webhook_id}/deliveries/{delivery_id}/replay`.
+/// `POST /v1/webhooks/{webhook_id}/deliveries/{delivery_id}/replay`;
+/// analytics:
+/// `POST /v1/videos/{video_id}/beacons`, `PUT|DELETE
+/// /v1/videos/{video_id}/like`, `PUT|DELETE
+/// /v1/channels/{channel_id}/subscription`, `GET
+/// /v1/me/subscriptions/videos`, `GET|DELETE /v1/me/history`, `GET
+/// /v1/me/continue-watching`, `GET /v1/videos/{video_id}/related`, `GET
+/// /v1/me/recommendations`.
 pub fn router(state: CatalogState) -> Router {
     Router::new()
         .route("/v1/users", post(accounts::create_user))
@@ -60,5 +71,28 @@ pub fn router(state: CatalogState) -> Router {
             "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/replay",
             post(webhooks::replay_delivery),
         )
+        .route(
+            "/v1/videos/{video_id}/beacons",
+            post(beacons::post_beacons).layer(DefaultBodyLimit::max(beacons::MAX_BODY)),
+        )
+        .route(
+            "/v1/videos/{video_id}/like",
+            put(likes::like).delete(likes::unlike),
+        )
+        .route(
+            "/v1/channels/{channel_id}/subscription",
+            put(likes::subscribe).delete(likes::unsubscribe),
+        )
+        .route(
+            "/v1/me/subscriptions/videos",
+            get(likes::subscription_videos),
+        )
+        .route(
+            "/v1/me/history",
+            get(history::history).delete(history::erase_history),
+        )
+        .route("/v1/me/continue-watching", get(history::continue_watching))
+        .route("/v1/videos/{video_id}/related", get(related::related))
+        .route("/v1/me/recommendations", get(related::recommendations))
         .with_state(state)
 }

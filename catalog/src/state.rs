@@ -35,4 +35,6 @@ pub struct CatalogState {
     pub settings: Arc<CatalogSettings>,
     /// Throttling of log-ins, password changes and sign-ups.
     pub throttle: Throttle,
+    /// Live counters, the event bus and the watch store.
+    pub analytics: vodfarm_analytics::args::Analytics,
 }

@@ -124,7 +124,7 @@ pub struct VideoView {
     pub uploaded_at: Option<DateTime<Utc>>,
     /// Publication time.
     pub published_at: Option<DateTime<Utc>>,
-    /// Views.
+    /// Views: flushed to PostgreSQL plus those counted live since.
     pub view_count: i64,
     /// Likes.
     pub like_count: i32,
@@ -383,6 +383,17 @@ pub async fn get_video(
     let mut v = visible_video(&s, &video_id, viewer.as_ref()).await?;
     let is_owner = viewer.is_some_and(|u| u.id == v.owner);
     complete_view(&s, &mut v, is_owner).await?;
+    // The flushed count plus what Redis counted since (the seed's AP
+    // choice: without Redis the flushed count alone is shown).
+    match s
+        .analytics
+        .counters
+        .live_delta(&s.pool, v.id, &v.view.video_id)
+        .await
+    {
+        Ok(delta) => v.view.view_count += delta,
+        Err(e) => tracing::warn!(video_id = %video_id, error = %e, "live view count unavailable"),
+    }
     Ok(ApiJson(v.view))
 }
 

@@ -51,6 +51,12 @@ pub struct DevArgs {
     /// Port of the webhook sender's /metrics and /healthz.
     #[arg(long, default_value_t = 8087)]
     pub webhooks_port: u16,
+    /// Port of the view counter's /metrics and /healthz.
+    #[arg(long, default_value_t = 8088)]
+    pub counts_port: u16,
+    /// Port of the recommender's /metrics and /healthz.
+    #[arg(long, default_value_t = 8089)]
+    pub recs_port: u16,
     /// Upload this video as the demo instead of the generated 30-second
     /// test pattern.
     #[arg(long)]

@@ -159,6 +159,11 @@ fn print_banner(args: &DevArgs, dir: &Path, video: Option<&str>) {
         }
     );
     println!(
+        "  views, recs:    {}/metrics, {}/metrics (flush now: `vodfarm counts --flush-now`)",
+        local_url(args.counts_port),
+        local_url(args.recs_port)
+    );
+    println!(
         "  settings:       {} (source it to use `vodfarm upload`, `vodfarm jobs`)",
         dir.join("dev.env").display()
     );

@@ -57,6 +57,8 @@ pub(crate) struct Roles {
     purger: vodfarm_purger::PurgerArgs,
     search_indexer: vodfarm_search::args::IndexerArgs,
     webhooks: vodfarm_webhooks::WebhookArgs,
+    counts: vodfarm_counts::CountsArgs,
+    recs: vodfarm_counts::recs::RecsArgs,
 }
 
 impl Roles {
@@ -72,6 +74,9 @@ impl Roles {
         let conns = ("http-max-connections", DEV_MAX_CONNECTIONS);
         let common = flags(&[("database-url", services.database_url.as_str()), conns]);
         let with_common = |extra: &[(&str, &str)]| [common.clone(), flags(extra)].concat();
+        // The embedded Redis carries live counts, the event bus (a
+        // stream) and recommendations; watch history lives in PostgreSQL.
+        let redis = ("redis-url", services.redis_url.as_str());
         let origin = |port: u16, upstream: &str| {
             role_args::<vodfarm_origin::OriginArgs>(&with_common(&[
                 ("listen", &local(port)),
@@ -89,6 +94,7 @@ impl Roles {
             api: role_args(
                 &[
                     with_common(&[
+                        redis,
                         ("listen", &local(args.api_port)),
                         ("store", &services.store_url),
                         ("public-url", &local_url(args.api_port)),
@@ -133,6 +139,19 @@ impl Roles {
                 ]
                 .concat(),
             )?,
+            // Flushed every minute, so a demo's views reach PostgreSQL
+            // while one watches (the page shows live counts anyway).
+            counts: role_args(&with_common(&[
+                redis,
+                ("listen", &local(args.counts_port)),
+                ("consumer-name", "dev-counts"),
+                ("flush-interval", "1m"),
+            ]))?,
+            recs: role_args(&with_common(&[
+                redis,
+                ("listen", &local(args.recs_port)),
+                ("every", "10m"),
+            ]))?,
         })
     }
 
@@ -185,6 +204,16 @@ impl Roles {
             "webhook sender",
             vodfarm_webhooks::run(self.webhooks, until()),
         );
+        spawn_role(
+            &mut roles,
+            "counts",
+            vodfarm_counts::run(self.counts, until()),
+        );
+        spawn_role(
+            &mut roles,
+            "recs",
+            vodfarm_counts::recs::run(self.recs, until()),
+        );
         roles
     }
 }
@@ -211,6 +240,8 @@ pub(crate) async fn wait_healthy(args: &DevArgs) -> anyhow::Result<()> {
         args.purger_port,
         args.search_indexer_port,
         args.webhooks_port,
+        args.counts_port,
+        args.recs_port,
     ] {
         wait_ready(&format!("{}/healthz", local_url(port))).await?;
     }

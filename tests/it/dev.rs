@@ -22,7 +22,7 @@ struct Dev {
 }
 
 impl Dev {
-    fn start(dir: &Path, ports: &[u16; 10]) -> Dev {
+    fn start(dir: &Path, ports: &[u16; 12]) -> Dev {
         let mut child = Command::new(env!("CARGO_BIN_EXE_vodfarm"))
             .arg("dev")
             .arg("--data-dir")
@@ -49,6 +49,8 @@ impl Dev {
             .args(["--purger-port", &ports[7].to_string()])
             .args(["--search-indexer-port", &ports[8].to_string()])
             .args(["--webhooks-port", &ports[9].to_string()])
+            .args(["--counts-port", &ports[10].to_string()])
+            .args(["--recs-port", &ports[11].to_string()])
             // Embedded defaults: nothing configured from outside.
             .env_remove("DATABASE_URL")
             .env_remove("REDIS_URL")
@@ -158,7 +160,7 @@ fn stop_private_postgres(dir: &Path) {
 fn dev_runs_everything_and_the_page_plays_and_uploads() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("data");
-    let ports: [u16; 10] = std::array::from_fn(|_| free_port());
+    let ports: [u16; 12] = std::array::from_fn(|_| free_port());
     let mut dev = Dev::start(&dir, &ports);
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let page = dev.wait_line("open the page:", Duration::from_secs(600));

@@ -21,10 +21,14 @@
 //! - `webhooks`: signed webhooks through real receivers: retries, a
 //!   receiver down for a while, replay, a SIGKILLed sender, SSRF rules,
 //!   disabling.
+//! - `counts`: analytics: beacons, the event bus (Redis Stream and
+//!   Kafka), `vodfarm counts` under SIGKILL, the flush, likes, history,
+//!   recommendations.
 //! - `tidy`: the architecture's invariants, checked on the source tree.
 
 mod api_support;
 mod common;
+mod counts_support;
 mod edge_support;
 mod media_support;
 mod origin_support;
@@ -32,6 +36,7 @@ mod search_support;
 
 mod api;
 mod chunks;
+mod counts;
 mod dev;
 mod downloads;
 mod e2e;

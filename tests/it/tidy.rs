@@ -27,10 +27,15 @@ const ROLE_CRATES: &[(&str, &str)] = &[
     ("origin", "vodfarm-origin"),
     ("purger", "vodfarm-purger"),
     ("webhooks", "vodfarm-webhooks"),
+    ("counts", "vodfarm-counts"),
 ];
 
 /// Small libraries every role may use.
-const LIBRARY_CRATES: &[(&str, &str)] = &[("core", "vodfarm-core"), ("native", "vodfarm-native")];
+const LIBRARY_CRATES: &[(&str, &str)] = &[
+    ("core", "vodfarm-core"),
+    ("native", "vodfarm-native"),
+    ("analytics", "vodfarm-analytics"),
+];
 
 /// The packages each member may depend on (besides crates.io ones).
 fn allowed_deps(package: &str) -> &'static [&'static str] {
@@ -38,7 +43,8 @@ fn allowed_deps(package: &str) -> &'static [&'static str] {
         "vodfarm-core" => &[],
         "vodfarm-native" => &[],
         "vodfarm-gpu-worker" => &["vodfarm-core", "vodfarm-native"],
-        _ => &["vodfarm-core"],
+        "vodfarm-analytics" => &["vodfarm-core"],
+        _ => &["vodfarm-core", "vodfarm-analytics"],
     }
 }
 

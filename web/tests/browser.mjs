@@ -5,6 +5,7 @@
 // 1. the page loads and lists the demo video;
 // 2. the demo video plays: currentTime advances;
 // 3. the player has the video's thumbnail as its poster, and it loads;
+//    watching it raises its view count (beacons → bus → counts);
 // 4. the quality menu lists the whole ladder (the demo is 1080p: 240p,
 //    720p and 1080p), and choosing each fetches a segment of it;
 // 5. an upload through the form (as CMAF) completes (tus-js-client);
@@ -101,6 +102,26 @@ try {
     check(segments.has(rung), `a ${rung} segment is fetched after choosing ${label}`);
   }
   await shot(page, "03-qualities");
+
+  // Watching counts a view: a fresh playback session of the demo sends
+  // beacons (api → event bus → vodfarm counts → Redis; the flush moves
+  // them into PostgreSQL) until its view count rises.
+  const demoId = await page.evaluate(() => state.selected);
+  await page.evaluate((id) => play(id), demoId);
+  await page.waitForTimeout(7000); // the previous session's last beacons land
+  const viewsOf = (id) => page.evaluate(async (v) =>
+    (await (await fetch("/v1/videos/" + encodeURIComponent(v))).json()).view_count, id);
+  const before = await viewsOf(demoId);
+  await page.waitForFunction(() => beacons.watched >= 16, null, { timeout: 90000 });
+  let after = before;
+  const viewsDeadline = Date.now() + 30000;
+  while (after <= before && Date.now() < viewsDeadline) {
+    await page.waitForTimeout(1000);
+    after = await viewsOf(demoId);
+  }
+  check(after > before, `playing the demo raised its view count (${before} → ${after})`);
+  const shown = await page.evaluate(() => document.getElementById("views").textContent);
+  check(/views?$/.test(shown), `the player shows views (${shown})`);
 
   // Sprite preview on hover over the scrub bar.
   const box = await page.locator("#scrub").boundingBox();

@@ -140,7 +140,7 @@ Fails the render when required settings are missing. Renders nothing.
 given inline rather than through an existing Secret), else "".
 */}}
 {{- define "vodfarm.createSecret" -}}
-{{- if or (not .Values.database.existingSecret) (not .Values.auth.existingSecret) (include "vodfarm.inlineStoreCredentials" .) (include "vodfarm.inlineElasticsearchUrl" .) -}}
+{{- if or (not .Values.database.existingSecret) (not .Values.auth.existingSecret) (include "vodfarm.inlineStoreCredentials" .) (include "vodfarm.inlineElasticsearchUrl" .) (include "vodfarm.inlineRedisUrl" .) -}}
 true
 {{- end }}
 {{- end }}
@@ -387,4 +387,48 @@ Where webhook URLs may point (api and webhook sender agree).
   value: {{ .Values.webhookDestinations.allowHttp | toString | quote }}
 - name: VODFARM_WEBHOOK_ALLOW_PRIVATE
   value: {{ .Values.webhookDestinations.allowPrivate | toString | quote }}
+{{- end }}
+
+{{/*
+"true" when the Redis URL is given inline (stored in the chart's Secret:
+it may hold a password), else "".
+*/}}
+{{- define "vodfarm.inlineRedisUrl" -}}
+{{- if and (not .Values.analytics.redis.existingSecret) .Values.analytics.redis.url -}}
+true
+{{- end }}
+{{- end }}
+
+{{/*
+Env entries of the analytics users (api, counts, recs): Redis, the event
+bus (Kafka when brokers are given) and the watch store (Scylla when nodes
+are given).
+*/}}
+{{- define "vodfarm.analyticsEnv" -}}
+{{- $a := .Values.analytics }}
+{{- if or $a.redis.existingSecret $a.redis.url }}
+- name: REDIS_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ default (include "vodfarm.fullname" .) $a.redis.existingSecret }}
+      key: {{ ternary $a.redis.existingSecretKey "redis-url" (not (empty $a.redis.existingSecret)) }}
+{{- end }}
+- name: VODFARM_REDIS_PREFIX
+  value: {{ $a.redis.prefix | quote }}
+{{- with $a.kafka.brokers }}
+- name: KAFKA_BROKERS
+  value: {{ . | quote }}
+{{- end }}
+- name: VODFARM_KAFKA_TOPIC
+  value: {{ $a.kafka.topic | quote }}
+- name: VODFARM_KAFKA_PARTITIONS
+  value: {{ $a.kafka.partitions | int | toString | quote }}
+- name: VODFARM_KAFKA_REPLICATION
+  value: {{ $a.kafka.replication | int | toString | quote }}
+{{- with $a.scylla.nodes }}
+- name: SCYLLA_NODES
+  value: {{ . | quote }}
+{{- end }}
+- name: VODFARM_SCYLLA_KEYSPACE
+  value: {{ $a.scylla.keyspace | quote }}
 {{- end }}

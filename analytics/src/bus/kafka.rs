@@ -1,0 +1,233 @@
+//! The Kafka backend (`rdkafka`): an idempotent producer with
+//! `acks=all` on topic `vodfarm.playback` (keyed by video id, so one
+//! video's events stay in order on one partition), created by the admin
+//! client if missing; consumers in a group with auto-commit off and
+//! synchronous commits after each applied batch.
+
+use super::{decode, BusConsumer, BusError, EventBus};
+use crate::event::PlaybackEvent;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::util::Timeout;
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The topic's default name.
+pub const DEFAULT_TOPIC: &str = "vodfarm.playback";
+
+/// How the Kafka bus connects.
+#[derive(Debug, Clone)]
+pub struct KafkaSettings {
+    /// `host:port,…`.
+    pub brokers: String,
+    /// The topic.
+    pub topic: String,
+    /// Partitions of the topic when this bus creates it.
+    pub partitions: i32,
+    /// Replication factor of the topic when this bus creates it.
+    pub replication: i32,
+    /// A consumer that stops heartbeating loses its partitions after this.
+    pub session_timeout: Duration,
+}
+
+/// A Kafka bus.
+#[derive(Clone)]
+pub struct KafkaBus {
+    producer: FutureProducer,
+    settings: KafkaSettings,
+}
+
+impl std::fmt::Debug for KafkaBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaBus")
+            .field("topic", &self.settings.topic)
+            .finish_non_exhaustive()
+    }
+}
+
+const OP_TIMEOUT: Duration = Duration::from_secs(15);
+
+impl KafkaBus {
+    /// Connects a producer and creates the topic if it does not exist.
+    pub async fn new(settings: KafkaSettings) -> Result<Self, BusError> {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &settings.brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "2")
+            .set("message.timeout.ms", "30000")
+            .create()?;
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &settings.brokers)
+            .create()?;
+        let topic = NewTopic::new(
+            &settings.topic,
+            settings.partitions.max(1),
+            TopicReplication::Fixed(settings.replication.max(1)),
+        );
+        let results = admin
+            .create_topics(
+                &[topic],
+                &AdminOptions::new().operation_timeout(Some(Timeout::After(OP_TIMEOUT))),
+            )
+            .await?;
+        for r in results {
+            match r {
+                Ok(name) => tracing::info!(topic = %name, "created the playback topic"),
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((name, code)) => {
+                    return Err(BusError::Other(format!("creating topic {name}: {code}")))
+                }
+            }
+        }
+        Ok(KafkaBus { producer, settings })
+    }
+}
+
+#[async_trait::async_trait]
+impl EventBus for KafkaBus {
+    fn kind(&self) -> &'static str {
+        "kafka"
+    }
+
+    async fn publish(&self, events: &[PlaybackEvent]) -> Result<(), BusError> {
+        let mut sends = Vec::with_capacity(events.len());
+        for e in events {
+            let payload = serde_json::to_vec(e)?;
+            let producer = self.producer.clone();
+            let topic = self.settings.topic.clone();
+            let key = e.video_id.clone();
+            sends.push(async move {
+                producer
+                    .send(
+                        FutureRecord::to(&topic).key(&key).payload(&payload),
+                        Timeout::After(OP_TIMEOUT),
+                    )
+                    .await
+                    .map(|_| ())
+                    .map_err(|(e, _)| BusError::Kafka(e))
+            });
+        }
+        for r in futures::future::join_all(sends).await {
+            r?;
+        }
+        Ok(())
+    }
+
+    async fn consumer(
+        &self,
+        group: &str,
+        consumer: &str,
+    ) -> Result<Box<dyn BusConsumer>, BusError> {
+        let c: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.settings.brokers)
+            .set("group.id", group)
+            .set("client.id", consumer)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set(
+                "session.timeout.ms",
+                self.settings.session_timeout.as_millis().to_string(),
+            )
+            .create()?;
+        c.subscribe(&[self.settings.topic.as_str()])?;
+        Ok(Box::new(KafkaConsumer {
+            consumer: Arc::new(c),
+            topic: self.settings.topic.clone(),
+            delivered: BTreeMap::new(),
+        }))
+    }
+}
+
+struct KafkaConsumer {
+    consumer: Arc<StreamConsumer>,
+    topic: String,
+    /// Highest offset delivered per partition in the last batch.
+    delivered: BTreeMap<i32, i64>,
+}
+
+/// How long a batch keeps gathering messages after the first arrived.
+const GATHER: Duration = Duration::from_millis(20);
+
+#[async_trait::async_trait]
+impl BusConsumer for KafkaConsumer {
+    async fn next_batch(
+        &mut self,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<PlaybackEvent>, BusError> {
+        self.delivered.clear();
+        let mut out = Vec::new();
+        let mut deadline = tokio::time::Instant::now() + wait;
+        let mut seen = 0;
+        while seen < max.max(1) {
+            let msg = match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
+                Err(_) => break,
+                Ok(m) => m?,
+            };
+            if seen == 0 {
+                deadline = tokio::time::Instant::now() + GATHER;
+            }
+            seen += 1;
+            let (p, o) = (msg.partition(), msg.offset());
+            let best = self.delivered.entry(p).or_insert(o);
+            *best = (*best).max(o);
+            if let Some(e) = msg.payload().and_then(decode) {
+                out.push(e);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn commit(&mut self) -> Result<(), BusError> {
+        if self.delivered.is_empty() {
+            return Ok(());
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (p, o) in &self.delivered {
+            tpl.add_partition_offset(&self.topic, *p, Offset::Offset(o + 1))?;
+        }
+        let c = self.consumer.clone();
+        tokio::task::spawn_blocking(move || c.commit(&tpl, CommitMode::Sync))
+            .await
+            .map_err(|e| BusError::Other(format!("commit task: {e}")))??;
+        self.delivered.clear();
+        Ok(())
+    }
+
+    async fn lag(&mut self) -> Result<u64, BusError> {
+        let c = self.consumer.clone();
+        let topic = self.topic.clone();
+        tokio::task::spawn_blocking(move || -> Result<u64, KafkaError> {
+            let md = c.fetch_metadata(Some(&topic), Timeout::After(OP_TIMEOUT))?;
+            let mut tpl = TopicPartitionList::new();
+            for t in md.topics() {
+                for p in t.partitions() {
+                    tpl.add_partition(&topic, p.id());
+                }
+            }
+            let committed = c.committed_offsets(tpl, Timeout::After(OP_TIMEOUT))?;
+            let mut lag = 0u64;
+            for el in committed.elements() {
+                let (low, high) =
+                    c.fetch_watermarks(&topic, el.partition(), Timeout::After(OP_TIMEOUT))?;
+                let at = match el.offset() {
+                    Offset::Offset(o) => o,
+                    _ => low,
+                };
+                lag += u64::try_from(high - at.max(low)).unwrap_or(0);
+            }
+            Ok(lag)
+        })
+        .await
+        .map_err(|e| BusError::Other(format!("lag task: {e}")))?
+        .map_err(BusError::from)
+    }
+}
