@@ -124,7 +124,19 @@ async fn all_pages(env: &SearchEnv, q: &str, sort: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn relevance_typos_accents_phrases_prefixes_filters_and_pages() {
-    let mut env = SearchEnv::start(&[]).await;
+    relevance_and_more(&[]).await;
+}
+
+/// The same answers when every query but a prefix is looked up views band
+/// by views band, the plan of common words in a large index (here the
+/// window and the facet limit hold every match, so nothing may differ).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_views_band_plans_answer_the_same() {
+    relevance_and_more(&[("VODFARM_SEARCH_BAND_THRESHOLD", "0".into())]).await;
+}
+
+async fn relevance_and_more(api_env: &[(&'static str, String)]) {
+    let mut env = SearchEnv::start(api_env).await;
     env.insert(&corpus()).await;
     env.start_indexer(500, &[]).await;
     env.wait_indexed().await;
