@@ -66,8 +66,9 @@ pub struct SearchApiArgs {
     /// PostgreSQL index: words that can match more than this many
     /// documents (an upper bound from the planner's statistics) are
     /// looked up views band by views band, reading about a window of
-    /// rows; fewer matches are read all. 0: always banded.
-    #[arg(long, env = "VODFARM_SEARCH_BAND_THRESHOLD", default_value_t = 1000)]
+    /// rows (phrases: in a bounded set of candidates); fewer matches are
+    /// read all. 0: always so (prefixes excepted).
+    #[arg(long, env = "VODFARM_SEARCH_BAND_THRESHOLD", default_value_t = 2000)]
     pub search_band_threshold: i64,
     /// PostgreSQL index: least trigram similarity (0..1) of a known word
     /// to a typed one to try it as a typo correction (when the words as

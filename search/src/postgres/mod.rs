@@ -13,10 +13,11 @@
 //!   rows only;
 //! - the plan follows how many documents the words can match (an upper
 //!   bound from the planner's statistics, [`PgSearchSettings::band_threshold`]):
-//!   a few are read all; more are found views band by views band (a
-//!   column of the GIN index, `sql::Plan::Banded`), so a common word costs
-//!   about a window of rows, not its share of the table; a phrase of
-//!   common words is checked in a bounded number of candidates;
+//!   a few are read all through the GIN index; more are found views band
+//!   by views band (a column of the GIN index, `sql::Plan::Banded`), so a
+//!   common word costs about a window of rows, not its share of the
+//!   table; a phrase of common words is checked in a bounded number of
+//!   candidates; a prefix is left to the planner;
 //! - typo-tolerant, when the strict match finds nothing: each word is
 //!   replaced by the up to three most similar known words (trigram
 //!   similarity, `pg_trgm`, over the `search_terms` vocabulary) and the
@@ -73,14 +74,15 @@ impl Default for PgSearchSettings {
         PgSearchSettings {
             rank_window: 500,
             facet_limit: 500,
-            band_threshold: 1000,
+            band_threshold: 2000,
             typo_similarity: 0.3,
         }
     }
 }
 
-/// A phrase is looked for in at most this many times the window's
-/// documents holding all its words (the most viewed ones).
+/// A phrase of common words is looked for in at most this many times the
+/// window's documents holding all its words (the first the GIN index
+/// yields).
 const PHRASE_CANDIDATES_PER_ROW: i64 = 4;
 
 /// How long word shares are kept before the statistics are read again.
@@ -263,7 +265,7 @@ impl PgIndex {
                     .bind(row)
                     .bind(i64::from(req.limit) + 1)
                     .bind(self.settings.rank_window);
-                if plan == Plan::BandedPhrase {
+                if plan == Plan::PhraseCapped {
                     q.bind(self.settings.rank_window * PHRASE_CANDIDATES_PER_ROW)
                         .bind(query.to_loose_tsquery())
                 } else {
@@ -306,13 +308,54 @@ impl PgIndex {
             .bind(dmax)
             .bind(f.uploaded_after)
             .bind(self.settings.facet_limit);
-        let q = if plan == Plan::BandedPhrase {
+        let q = if plan == Plan::PhraseCapped {
             q.bind(self.settings.facet_limit * PHRASE_CANDIDATES_PER_ROW)
                 .bind(query.to_loose_tsquery())
         } else {
             q
         };
         let rows = q.fetch_all(&self.pool).await?;
+        self.facets_of(&rows)
+    }
+
+    /// A banded first page by relevance and its facets in one statement
+    /// (no category or duration filter: the window and the facets count
+    /// the same matches): `(page rows, facet rows)`.
+    async fn page_with_facets(
+        &self,
+        req: &SearchRequest,
+        text: &str,
+    ) -> Result<(Vec<PgRow>, Vec<PgRow>), IndexError> {
+        let f = &req.filters;
+        let rows = sqlx::query(sql::page_with_facets_statement())
+            .bind(text)
+            .bind(&f.channel)
+            .bind(None::<String>)
+            .bind(&f.tag)
+            .bind(None::<i32>)
+            .bind(None::<i32>)
+            .bind(f.uploaded_after)
+            .bind(None::<f32>)
+            .bind(None::<i64>)
+            .bind(i64::from(req.limit) + 1)
+            .bind(self.settings.rank_window)
+            .bind(self.settings.facet_limit)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut page = Vec::with_capacity(rows.len());
+        let mut facets = Vec::new();
+        for r in rows {
+            if r.try_get::<Option<String>, _>("kind")?.is_some() {
+                facets.push(r);
+            } else {
+                page.push(r);
+            }
+        }
+        Ok((page, facets))
+    }
+
+    /// The total and facets of the rows of a facet statement.
+    fn facets_of(&self, rows: &[PgRow]) -> Result<(Total, Facets), IndexError> {
         let mut facets = Facets::default();
         let mut total = Total {
             value: 0,
@@ -462,13 +505,39 @@ impl SearchIndex for PgIndex {
             (Some(_), _) => false,
             (None, _) => self.banded(query).await?,
         };
+        // Few matches: read them all through the GIN index (the planner
+        // may walk an order's index instead, reading matches / share
+        // rows). A prefix: the planner's choice (a prefix can match
+        // most documents, and is expensive to look up again per band).
         let plan = match (banded, query.has_phrase()) {
-            (false, false) => Plan::Plain,
-            (false, true) => Plan::MatchFirst,
-            (true, false) => Plan::Banded,
-            (true, true) => Plan::BandedPhrase,
+            _ if query.has_prefix() => Plan::Plain,
+            (false, _) => Plan::MatchFirst,
+            (true, false) if req.sort == Sort::Relevance => Plan::Banded,
+            // The orders by views and upload time walk their index for
+            // common words (see `sql::page`).
+            (true, false) => Plan::Plain,
+            (true, true) => Plan::PhraseCapped,
         };
-        let rows = self.page(req, query, &text, plan).await?;
+        let facet_plan = match (banded, query.has_phrase()) {
+            _ if query.has_prefix() => Plan::Plain,
+            (false, _) => Plan::Plain,
+            (true, false) => Plan::Banded,
+            (true, true) => Plan::PhraseCapped,
+        };
+        // The common case (a first page by relevance of common words, no
+        // category or duration filter) reads its window once for the
+        // page and the facets.
+        let combined = plan == Plan::Banded
+            && req.sort == Sort::Relevance
+            && req.after.is_none()
+            && req.filters.category.is_none()
+            && req.filters.duration.is_none();
+        let (rows, facet_rows) = if combined {
+            let (page, facets) = self.page_with_facets(req, &text).await?;
+            (page, Some(facets))
+        } else {
+            (self.page(req, query, &text, plan).await?, None)
+        };
         let limit = req.limit as usize;
         let next = if rows.len() > limit {
             Some(Cursor {
@@ -496,8 +565,11 @@ impl SearchIndex for PgIndex {
             // A first page without rows: nothing matches.
             let (t, f) = no_facets();
             (Some(t), Some(f))
+        } else if let Some(facet_rows) = facet_rows {
+            let (t, f) = self.facets_of(&facet_rows)?;
+            (Some(t), Some(f))
         } else {
-            let (t, f) = self.facets(req, query, &text, plan).await?;
+            let (t, f) = self.facets(req, query, &text, facet_plan).await?;
             (Some(t), Some(f))
         };
         Ok(IndexPage {

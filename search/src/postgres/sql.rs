@@ -6,10 +6,10 @@
 //! form), `$2` channel public id, `$3` category, `$4` tag, `$5`/`$6`
 //! duration range `[min, max)`, `$7` uploaded after. Page statements add
 //! `$8`/`$9` (the cursor's key and row), `$10` (rows wanted) and, ordered
-//! by relevance, `$11` (the rank window); [`Plan::BandedPhrase`] adds
+//! by relevance, `$11` (the rank window); [`Plan::PhraseCapped`] adds
 //! `$12` (the candidate cap) and `$13` (the query without its phrase
 //! conditions). Facet statements add `$8` (the facet limit), and
-//! [`Plan::BandedPhrase`] `$9`/`$10` as the page's `$12`/`$13`.
+//! [`Plan::PhraseCapped`] `$9`/`$10` as the page's `$12`/`$13`.
 
 use crate::query::Sort;
 use std::sync::OnceLock;
@@ -33,12 +33,14 @@ pub(crate) enum Plan {
     /// the window is full: about as many rows read as the window holds,
     /// however common the words. Relevance and facets only.
     Banded,
-    /// Like [`Plan::Banded`] for phrases: the bands yield documents
-    /// holding every word (`$13`, no positions checked, no recheck), at
-    /// most the cap (`$12`), and only those are checked for the
-    /// phrases; a phrase of common words found nowhere costs the cap, not
-    /// the table.
-    BandedPhrase,
+    /// For phrases of common words: the first documents holding every
+    /// word (`$13`, the GIN index answers without positions), at most
+    /// the cap (`$12`), are checked for the phrases, then ordered. A
+    /// phrase of common words found nowhere costs the cap, not the
+    /// table; the price is that a phrase is looked for in those
+    /// candidates only. (Bands would cost an intersection of every word
+    /// with each band.)
+    PhraseCapped,
 }
 
 /// The match. `querytree` is `T` for a query that matches without any
@@ -123,14 +125,14 @@ fn window(plan: Plan, base: &str, loose: &str) -> String {
             )
         }
         Plan::Banded => banded("d.video_id, d.tsv", base, "$11"),
-        Plan::BandedPhrase => {
-            format!(
-                "SELECT c.video_id, c.tsv FROM ({}) c
-                 WHERE c.tsv @@ to_tsquery('vodfarm', $1)
-                 LIMIT $11",
-                banded("d.video_id, d.tsv", loose, "$12")
-            )
-        }
+        Plan::PhraseCapped => format!(
+            "SELECT c.video_id, c.tsv FROM (
+                 SELECT d.video_id, d.tsv, d.view_count FROM search_documents d
+                 WHERE {loose} LIMIT $12
+             ) c
+             WHERE c.tsv @@ to_tsquery('vodfarm', $1)
+             ORDER BY c.view_count DESC, c.video_id LIMIT $11"
+        ),
     }
 }
 
@@ -149,7 +151,7 @@ fn page(sort: Sort, plan: Plan) -> String {
     let plan = match (sort, plan) {
         (Sort::Relevance, p) => p,
         (_, Plan::Banded) => Plan::Plain,
-        (_, Plan::BandedPhrase) => Plan::MatchFirst,
+        (_, Plan::PhraseCapped) => Plan::MatchFirst,
         (_, p) => p,
     };
     let from = if plan == Plan::MatchFirst {
@@ -215,8 +217,9 @@ fn page(sort: Sort, plan: Plan) -> String {
 
 /// Facet counts over at most `$8` matches (category and duration each
 /// ignoring its own filter): rows `(kind, value, n, scanned)` where kind
-/// is `category`, `duration` or `total`. Banded plans count the most
-/// viewed matches (the relevance window's, when no filter differs).
+/// is `category`, `duration` or `total`. The banded plan counts the most
+/// viewed matches, the capped one the phrase matches among its
+/// candidates.
 fn facets(plan: Plan) -> String {
     let base = format!("d.visible AND {} {FILTERS_BASE}", matches("$1"));
     let columns = "d.category, d.category_folded, d.duration_seconds";
@@ -225,19 +228,25 @@ fn facets(plan: Plan) -> String {
             format!("(SELECT {columns} FROM search_documents d WHERE {base} LIMIT $8) d")
         }
         Plan::Banded => format!("({}) d", banded(columns, &base, "$8")),
-        Plan::BandedPhrase => {
+        Plan::PhraseCapped => {
             let loose = format!("d.visible AND {} {FILTERS_BASE}", matches("$10"));
             format!(
                 "(SELECT c.category, c.category_folded, c.duration_seconds
-                  FROM ({}) c
+                  FROM (SELECT {columns}, d.tsv FROM search_documents d WHERE {loose} LIMIT $9) c
                   WHERE c.tsv @@ to_tsquery('vodfarm', $1)
-                  LIMIT $8) d",
-                banded(&format!("{columns}, d.tsv"), &loose, "$9")
+                  LIMIT $8) d"
             )
         }
     };
+    format!("WITH {}", facet_counts(&from))
+}
+
+/// The CTE `m` and the counting `SELECT` of the facets of the rows of
+/// `from` (a source aliased `d` with `category`, `category_folded` and
+/// `duration_seconds`).
+fn facet_counts(from: &str) -> String {
     format!(
-        "WITH m AS (
+        "m AS (
              SELECT d.category,
                     CASE WHEN d.duration_seconds < 240 THEN 'short'
                          WHEN d.duration_seconds < 1201 THEN 'medium'
@@ -257,6 +266,58 @@ fn facets(plan: Plan) -> String {
          FROM m
          GROUP BY GROUPING SETS ((m.category), (m.bucket), ())"
     )
+}
+
+/// A banded first page by relevance and its facets in one statement,
+/// for a search without category and duration filters (so the window
+/// and the facets count the same matches): the first `greatest($11,
+/// $12)` banded matches are read once; the first `$11` are ranked, the
+/// first `$12` counted. Parameters `$1`-`$7` and `$10`-`$12` as the page
+/// and facet statements; rows `(video_id, key, title_marked,
+/// description_marked)` of the page in order, then `(kind, value, n,
+/// scanned)` of the facets (the other columns NULL).
+fn page_with_facets() -> String {
+    let base = format!("d.visible AND {} {FILTERS_BASE}", matches("$1"));
+    format!(
+        "WITH w AS MATERIALIZED (
+             SELECT m.video_id, m.tsv, m.category, m.category_folded, m.duration_seconds,
+                    row_number() OVER () AS n
+             FROM ({}) m
+         ),
+         p AS (
+             SELECT x.video_id, x.key, {}
+             FROM (
+                 SELECT w.video_id, ts_rank(w.tsv, to_tsquery('vodfarm', $1)) AS key
+                 FROM w WHERE w.n <= $11
+                 ORDER BY key DESC, w.video_id
+                 LIMIT $10
+             ) x
+             JOIN search_documents t ON t.video_id = x.video_id
+         ),
+         f AS (
+             WITH {}
+         )
+         SELECT p.video_id, p.key, p.title_marked, p.description_marked,
+                NULL::text AS kind, NULL::text AS value, NULL::bigint AS n,
+                NULL::bigint AS scanned
+         FROM p
+         UNION ALL
+         SELECT NULL, NULL, NULL, NULL, f.kind, f.value, f.n, f.scanned FROM f
+         ORDER BY kind NULLS FIRST, key DESC, video_id",
+        banded(
+            "d.video_id, d.tsv, d.category, d.category_folded, d.duration_seconds",
+            &base,
+            "greatest($11, $12)"
+        ),
+        headlines("t"),
+        facet_counts("(SELECT * FROM w WHERE w.n <= $12) d"),
+    )
+}
+
+/// The statement of [`page_with_facets`].
+pub(crate) fn page_with_facets_statement() -> &'static str {
+    static S: OnceLock<String> = OnceLock::new();
+    S.get_or_init(page_with_facets).as_str()
 }
 
 /// Per word: the share of documents holding it and the document count,
@@ -403,7 +464,7 @@ const PLANS: [Plan; 4] = [
     Plan::Plain,
     Plan::MatchFirst,
     Plan::Banded,
-    Plan::BandedPhrase,
+    Plan::PhraseCapped,
 ];
 
 fn plan_index(plan: Plan) -> usize {
@@ -411,7 +472,7 @@ fn plan_index(plan: Plan) -> usize {
         Plan::Plain => 0,
         Plan::MatchFirst => 1,
         Plan::Banded => 2,
-        Plan::BandedPhrase => 3,
+        Plan::PhraseCapped => 3,
     }
 }
 
