@@ -9,7 +9,12 @@
 --    itself intersects a word with a band. The search walks the bands
 --    from the most viewed down and stops once it holds enough matches:
 --    it reads about N rows whatever the word's share.
--- 2. Typo corrections look words up through the trigram index
+-- 2. Titles have a tsvector of their own (title_tsv) under a GIN index
+--    for as-you-type suggestions: a weight-A match in the full tsvector
+--    is a recheck of every row holding the word anywhere (a prefix common
+--    in descriptions and rare in titles read thousands of rows for 8
+--    suggestions).
+-- 3. Typo corrections look words up through the trigram index
 --    (vodfarm_search_corrections): the planner took a sequential scan of
 --    the whole vocabulary, computing the similarity of every word.
 
@@ -22,13 +27,19 @@ CREATE FUNCTION vodfarm_views_band(bigint) RETURNS integer
         (least(greatest(coalesce($1, 0), 0), 4611686018427387903) + 1)::bit(64)::text) $$;
 
 ALTER TABLE search_documents
-    ADD COLUMN views_band integer GENERATED ALWAYS AS (vodfarm_views_band(view_count)) STORED;
+    ADD COLUMN views_band integer GENERATED ALWAYS AS (vodfarm_views_band(view_count)) STORED,
+    -- The title as in tsv (stems and whole words), without weights.
+    ADD COLUMN title_tsv tsvector GENERATED ALWAYS AS (
+        to_tsvector('vodfarm', coalesce(title, ''))
+        || to_tsvector('vodfarm_simple', coalesce(title, ''))
+    ) STORED;
 
 -- Replaces idx_search_tsv: a GIN index answers conditions on any of its
 -- columns, so the word-only searches (phrases, prefixes, the orders by
 -- views and upload time) use it as they used the old one.
 CREATE INDEX idx_search_tsv_band ON search_documents USING gin (tsv, views_band) WHERE visible;
 DROP INDEX idx_search_tsv;
+CREATE INDEX idx_search_title ON search_documents USING gin (title_tsv) WHERE visible;
 
 -- For each word of `words`, up to three known words with the most
 -- trigrams in common, at least pg_trgm.similarity_threshold similar.
@@ -56,8 +67,10 @@ CREATE FUNCTION vodfarm_search_corrections(words text[])
 -- (a few matches are read all, many walk the views bands). A word's
 -- share is that of its stemmed lexeme; a lexeme not among the most
 -- common is rarer than the least common one listed; a word without a
--- lexeme (a stop word) does not narrow a match (share 1). No rows before
--- the first ANALYZE.
+-- lexeme (a stop word) does not narrow a match (share 1). A word ending
+-- in `*` is a prefix: the shares of the listed lexemes it begins, plus
+-- the least listed one's for the others (a guess, not a bound). No rows
+-- before the first ANALYZE.
 CREATE FUNCTION vodfarm_search_shares(words text[])
     RETURNS TABLE (word text, share double precision, docs double precision)
     LANGUAGE sql STABLE
@@ -73,11 +86,23 @@ CREATE FUNCTION vodfarm_search_shares(words text[])
               AND s.most_common_elems IS NOT NULL
         )
         SELECT w.w,
-               coalesce((
-                   SELECT max(coalesce(st.freqs[array_position(st.lexemes, l)],
-                                       st.freqs[cardinality(st.lexemes) + 1]))
-                   FROM unnest(tsvector_to_array(to_tsvector('vodfarm', w.w))) AS l
-               ), 1)::double precision,
+               least(1, CASE
+                   WHEN right(w.w, 1) <> '*' THEN coalesce((
+                       SELECT max(coalesce(st.freqs[array_position(st.lexemes, l)],
+                                           st.freqs[cardinality(st.lexemes) + 1]))
+                       FROM unnest(tsvector_to_array(to_tsvector('vodfarm', w.w))) AS l
+                   ), 1)
+                   WHEN p.lexeme IS NULL THEN 1
+                   ELSE st.freqs[cardinality(st.lexemes) + 1] + coalesce((
+                       SELECT sum(x.f)
+                       FROM unnest(st.lexemes, st.freqs[1:cardinality(st.lexemes)]) AS x(lexeme, f)
+                       WHERE starts_with(x.lexeme, p.lexeme)
+                   ), 0)
+               END)::double precision,
                st.docs
         FROM st, unnest(words) AS w(w)
+        CROSS JOIN LATERAL (
+            SELECT min(l) AS lexeme
+            FROM unnest(tsvector_to_array(to_tsvector('vodfarm', left(w.w, -1)))) AS l
+        ) p
     $$;

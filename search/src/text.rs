@@ -172,9 +172,10 @@ impl TextQuery {
 
     /// The words each alternative (`or`) requires, by slot: a slot is a
     /// word that must appear, as the words any of which will do (the
-    /// word, or its typo corrections). Excluded terms and a prefix being
-    /// typed require nothing. For estimating how many documents can
-    /// match: at most as many as hold the rarest slot of an alternative.
+    /// word, or its typo corrections; a prefix being typed ends in `*`).
+    /// Excluded terms require nothing. For estimating how many documents
+    /// can match: at most as many as hold the rarest slot of an
+    /// alternative.
     pub fn required_words(&self) -> Vec<Vec<Vec<String>>> {
         self.groups
             .iter()
@@ -183,6 +184,7 @@ impl TextQuery {
                 for t in group.iter().filter(|t| !t.negated) {
                     for (i, w) in t.words.iter().enumerate() {
                         if t.prefix && i + 1 == t.words.len() {
+                            slots.push(vec![format!("{w}*")]);
                             continue;
                         }
                         match t.alternatives.get(i).filter(|a| !a.is_empty()) {
@@ -491,6 +493,7 @@ mod tests {
                 vec!["guitar".to_owned(), "guitars".to_owned()],
                 vec!["red".to_owned()],
                 vec!["guitar".to_owned(), "guitars".to_owned()],
+                vec!["lesso*".to_owned()],
             ]]
         );
         assert!(fixed.has_prefix() && fixed.has_phrase());

@@ -160,7 +160,8 @@ impl PgIndex {
             return Ok((None, None));
         };
         // Relevance cursors carry a third key: whether the window was
-        // banded (the next pages must rank the same window).
+        // found as for many matches (the next pages must rank the same
+        // window).
         let keys = match req.sort {
             Sort::Relevance => 2..=3,
             Sort::Views | Sort::Newest => 2..=2,
@@ -224,13 +225,10 @@ impl PgIndex {
         Ok(Some(bound.min(1.0) * docs))
     }
 
-    /// Whether `query`'s matches are found views band by views band.
-    async fn banded(&self, query: &TextQuery) -> Result<bool, IndexError> {
-        // A prefix is a range of index entries, read again for every
-        // band: the planner's choice costs less.
-        if query.has_prefix() {
-            return Ok(false);
-        }
+    /// Whether `query` can match many documents (more than the band
+    /// threshold): then its matches are found views band by views band
+    /// (a prefix: as the planner chooses), else all read.
+    async fn many(&self, query: &TextQuery) -> Result<bool, IndexError> {
         if self.settings.band_threshold <= 0 {
             return Ok(true);
         }
@@ -417,13 +415,13 @@ impl PgIndex {
     }
 }
 
-fn next_key(sort: Sort, row: &PgRow, banded: bool) -> Result<Vec<Value>, sqlx::Error> {
+fn next_key(sort: Sort, row: &PgRow, many: bool) -> Result<Vec<Value>, sqlx::Error> {
     let id: i64 = row.try_get("video_id")?;
     Ok(match sort {
         Sort::Relevance => vec![
             Value::from(f64::from(row.try_get::<f32, _>("key")?)),
             Value::from(id),
-            Value::from(u8::from(banded)),
+            Value::from(u8::from(many)),
         ],
         Sort::Views => vec![Value::from(row.try_get::<i64, _>("key")?), Value::from(id)],
         Sort::Newest => vec![
@@ -499,18 +497,20 @@ impl SearchIndex for PgIndex {
             },
         };
         let text = query.to_tsquery();
-        // A relevance page continues its first page's window.
-        let banded = match (&req.after, req.sort) {
+        // A relevance page continues its first page's window (the
+        // statistics may have changed since).
+        let many = match (&req.after, req.sort) {
             (Some(c), Sort::Relevance) => c.len() == 3 && c.int(2)? == 1,
-            (Some(_), _) => false,
-            (None, _) => self.banded(query).await?,
+            _ => self.many(query).await?,
         };
+        // A prefix is a range of index entries, expensive to look up
+        // again for every band: it is never banded.
+        let banded = many && !query.has_prefix();
         // Few matches: read them all through the GIN index (the planner
         // may walk an order's index instead, reading matches / share
-        // rows). A prefix: the planner's choice (a prefix can match
-        // most documents, and is expensive to look up again per band).
+        // rows). A prefix of many: the planner's choice.
         let plan = match (banded, query.has_phrase()) {
-            _ if query.has_prefix() => Plan::Plain,
+            _ if many && query.has_prefix() => Plan::Plain,
             (false, _) => Plan::MatchFirst,
             (true, false) if req.sort == Sort::Relevance => Plan::Banded,
             // The orders by views and upload time walk their index for
@@ -542,7 +542,7 @@ impl SearchIndex for PgIndex {
         let next = if rows.len() > limit {
             Some(Cursor {
                 mode,
-                keys: next_key(req.sort, &rows[limit - 1], banded)?,
+                keys: next_key(req.sort, &rows[limit - 1], many)?,
             })
         } else {
             None
@@ -582,7 +582,7 @@ impl SearchIndex for PgIndex {
 
     async fn suggest(&self, req: &SuggestRequest) -> Result<Vec<Suggestion>, IndexError> {
         let rows: Vec<(i64, Option<String>)> = sqlx::query_as(sql::SUGGEST)
-            .bind(req.text.to_title_tsquery())
+            .bind(req.text.to_tsquery())
             .bind(i64::from(req.limit))
             .fetch_all(&self.pool)
             .await?;

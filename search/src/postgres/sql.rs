@@ -363,8 +363,9 @@ pub(crate) const REINDEX_TERMS_STALE: &str = "
         WHERE cur.w = t.word
     )";
 
-/// Titles for as-you-type: `$1` a title-only `to_tsquery` string, `$2`
-/// how many; rows `(video_id, title_marked)`, most viewed first.
+/// Titles for as-you-type: `$1` the `to_tsquery` string of what was
+/// typed, matched in titles only (`title_tsv`), `$2` how many; rows
+/// `(video_id, title_marked)`, most viewed first.
 pub(crate) const SUGGEST: &str = "
     SELECT x.video_id,
            ts_headline('vodfarm', translate(x.title, chr(2) || chr(3), ''),
@@ -373,7 +374,7 @@ pub(crate) const SUGGEST: &str = "
     FROM (
         SELECT d.video_id, d.title, d.view_count
         FROM search_documents d
-        WHERE d.visible AND d.tsv @@ to_tsquery('vodfarm', $1)
+        WHERE d.visible AND d.title_tsv @@ to_tsquery('vodfarm', $1)
           AND querytree(to_tsquery('vodfarm', $1)) NOT IN ('T', '')
         ORDER BY d.view_count DESC, d.video_id
         LIMIT $2
