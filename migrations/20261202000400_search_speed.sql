@@ -36,8 +36,12 @@ ALTER TABLE search_documents
 
 -- Replaces idx_search_tsv: a GIN index answers conditions on any of its
 -- columns, so the word-only searches (phrases, prefixes, the orders by
--- views and upload time) use it as they used the old one.
-CREATE INDEX idx_search_tsv_band ON search_documents USING gin (tsv, views_band) WHERE visible;
+-- views and upload time) use it as they used the old one. The category
+-- is a column too: a category filter is intersected in the index (a
+-- common word in one category of twelve read a twelfth of its matches,
+-- or walked twelve times as far down the views index).
+CREATE INDEX idx_search_tsv_band ON search_documents
+    USING gin (tsv, views_band, category_folded) WHERE visible;
 DROP INDEX idx_search_tsv;
 CREATE INDEX idx_search_title ON search_documents USING gin (title_tsv) WHERE visible;
 

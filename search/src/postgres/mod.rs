@@ -176,9 +176,10 @@ impl PgIndex {
         Ok((Some(first), Some(c.int(1)?)))
     }
 
-    /// Up to how many documents `query` can match (`None`: no statistics
-    /// yet), from the kept word shares, reading the missing ones.
-    async fn estimate(&self, query: &TextQuery) -> Result<Option<f64>, IndexError> {
+    /// Up to how many documents `query` can match, and how many there
+    /// are (`None`: no statistics yet), from the kept word shares,
+    /// reading the missing ones.
+    async fn estimate(&self, query: &TextQuery) -> Result<Option<(f64, f64)>, IndexError> {
         let groups = query.required_words();
         let mut missing: Vec<String> = Vec::new();
         {
@@ -222,7 +223,7 @@ impl PgIndex {
                     .fold(1.0, f64::min)
             })
             .sum();
-        Ok(Some(bound.min(1.0) * docs))
+        Ok(Some((bound.min(1.0) * docs, docs)))
     }
 
     /// Whether `query` can match many documents (more than the band
@@ -232,10 +233,18 @@ impl PgIndex {
         if self.settings.band_threshold <= 0 {
             return Ok(true);
         }
-        Ok(self
-            .estimate(query)
-            .await?
-            .is_some_and(|m| m > self.settings.band_threshold as f64))
+        let Some((matches, docs)) = self.estimate(query).await? else {
+            return Ok(false);
+        };
+        let threshold = self.settings.band_threshold as f64;
+        if query.has_prefix() {
+            // A prefix is never banded: reading all M matches costs M
+            // rows, walking the views index window × docs / M; they
+            // cross at M = sqrt(window × docs).
+            let cross = (self.settings.rank_window as f64 * docs).sqrt();
+            return Ok(matches > threshold.max(cross));
+        }
+        Ok(matches > threshold)
     }
 
     async fn page(
