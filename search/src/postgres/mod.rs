@@ -183,7 +183,10 @@ impl PgIndex {
         let groups = query.required_words();
         let mut missing: Vec<String> = Vec::new();
         {
-            let mut s = self.shares.lock().unwrap_or_else(|e| e.into_inner());
+            let mut s = self
+                .shares
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             let stale =
                 s.read_at.is_none_or(|t| t.elapsed() > SHARES_TTL) || s.words.len() > SHARES_MAX;
             if stale {
@@ -202,14 +205,20 @@ impl PgIndex {
                 .bind(&missing)
                 .fetch_all(&self.pool)
                 .await?;
-            let mut s = self.shares.lock().unwrap_or_else(|e| e.into_inner());
+            let mut s = self
+                .shares
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             s.read_at.get_or_insert_with(Instant::now);
             for (word, share, docs) in rows {
                 s.docs = Some(docs);
                 s.words.insert(word, share);
             }
         }
-        let s = self.shares.lock().unwrap_or_else(|e| e.into_inner());
+        let s = self
+            .shares
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let Some(docs) = s.docs else {
             return Ok(None);
         };
