@@ -21,7 +21,9 @@
 //!    window, and new videos are probed through the api until found.
 //!
 //! Environment: `VODFARM_BENCH_PG` (server, default the local one),
-//! `BENCH_KEEP_DB` (keep the database to look at plans). The
+//! `BENCH_KEEP_DB` (keep the database to look at plans), `BENCH_DB` (the
+//! URL of a database an earlier run kept: migrated, not seeded again,
+//! its indexer catches up first; for iterating on queries). The
 //! last line is `search: ours=<QPS> floor=<QPS> ratio=<ours/floor>
 //! p99_ms=<ours p99> index_lag_p99_ms=<p99>`.
 
@@ -554,6 +556,8 @@ async fn writer(
     findable_ms: Arc<Mutex<Vec<f64>>>,
 ) -> anyhow::Result<()> {
     let mut rng = Rng(0x7E17_0000_0000_0001);
+    // Probe ids and titles of this run (a kept database has earlier ones).
+    let run = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     let http = reqwest::Client::new();
     let mut n = 0u64;
@@ -570,12 +574,12 @@ async fn writer(
             .execute(&pool)
             .await?;
         if n % 10 == 0 {
-            let title = format!("Probe{n}x{}", rng.next() % 1_000_000);
+            let title = format!("Probe{n}x{}{run}", rng.next() % 1_000_000);
             sqlx::query(
                 "INSERT INTO videos (video_id, channel_id, title, status, privacy)
                  VALUES ('v_probe' || $1, $2, $3, 'ready', 'public')",
             )
-            .bind(n.to_string())
+            .bind(format!("{run}_{n}"))
             .bind(channel)
             .bind(&title)
             .execute(&pool)
@@ -616,10 +620,13 @@ async fn main() -> anyhow::Result<()> {
     let warmup = Duration::from_secs(3);
     let server = std::env::var("VODFARM_BENCH_PG")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+    if let Ok(url) = std::env::var("BENCH_DB") {
+        return run(&url, None, clients, warmup, secs).await;
+    }
     let name = format!("vodfarm_bench_search_{}", uuid::Uuid::new_v4().simple());
     let url = format!("{server}/{name}");
     Postgres::create_database(&url).await?;
-    let result = run(&url, videos, clients, warmup, secs).await;
+    let result = run(&url, Some(videos), clients, warmup, secs).await;
     if std::env::var_os("BENCH_KEEP_DB").is_some() {
         println!("search: kept the database {url} (BENCH_KEEP_DB)");
     } else {
@@ -628,9 +635,10 @@ async fn main() -> anyhow::Result<()> {
     result
 }
 
+/// `videos`: how many to seed (`None`: the database is seeded already).
 async fn run(
     url: &str,
-    videos: usize,
+    videos: Option<usize>,
     clients: usize,
     warmup: Duration,
     secs: Duration,
@@ -643,8 +651,13 @@ async fn run(
     let words = word_list();
 
     let t = Instant::now();
-    seed(&admin, &words, videos).await?;
+    if let Some(videos) = videos {
+        seed(&admin, &words, videos).await?;
+    }
     let seeded = t.elapsed();
+    let videos: i64 = sqlx::query_scalar("SELECT count(*) FROM videos")
+        .fetch_one(&admin)
+        .await?;
     let ip = port()?;
     let indexer = spawn_role(
         &[

@@ -58,10 +58,18 @@ pub struct SearchApiArgs {
     #[arg(long, env = "VODFARM_SEARCH_RANK_WINDOW", default_value_t = 500)]
     pub search_rank_window: i64,
     /// PostgreSQL index: the total and the facets count at most this many
-    /// matches (beyond, the total is a lower bound, "2000+", and the
-    /// facets are counted over those).
-    #[arg(long, env = "VODFARM_SEARCH_FACET_LIMIT", default_value_t = 2000)]
+    /// matches, the most viewed when the words are common (beyond, the
+    /// total is a lower bound, "500+", and the facets are counted over
+    /// those).
+    #[arg(long, env = "VODFARM_SEARCH_FACET_LIMIT", default_value_t = 500)]
     pub search_facet_limit: i64,
+    /// PostgreSQL index: words that can match more than this many
+    /// documents (an upper bound from the planner's statistics) are
+    /// looked up views band by views band, reading about a window of
+    /// rows (phrases: in a bounded set of candidates); fewer matches are
+    /// read all. 0: always so (prefixes excepted).
+    #[arg(long, env = "VODFARM_SEARCH_BAND_THRESHOLD", default_value_t = 2000)]
+    pub search_band_threshold: i64,
     /// PostgreSQL index: least trigram similarity (0..1) of a known word
     /// to a typed one to try it as a typo correction (when the words as
     /// typed match nothing).
@@ -79,6 +87,7 @@ impl SearchApiArgs {
         PgSearchSettings {
             rank_window: self.search_rank_window.max(1),
             facet_limit: self.search_facet_limit.max(1),
+            band_threshold: self.search_band_threshold.max(0),
             typo_similarity: self.search_typo_similarity,
         }
     }

@@ -158,6 +158,46 @@ impl TextQuery {
         self.render(true)
     }
 
+    /// Like [`TextQuery::to_tsquery`] with every phrase's words merely
+    /// required, not next to each other: matches a superset of the
+    /// query's documents, and the GIN index answers it without reading
+    /// positions.
+    pub fn to_loose_tsquery(&self) -> String {
+        let mut q = self.clone();
+        for t in q.groups.iter_mut().flatten() {
+            t.phrase = false;
+        }
+        q.render(false)
+    }
+
+    /// The words each alternative (`or`) requires, by slot: a slot is a
+    /// word that must appear, as the words any of which will do (the
+    /// word, or its typo corrections; a prefix being typed ends in `*`).
+    /// Excluded terms require nothing. For estimating how many documents
+    /// can match: at most as many as hold the rarest slot of an
+    /// alternative.
+    pub fn required_words(&self) -> Vec<Vec<Vec<String>>> {
+        self.groups
+            .iter()
+            .map(|group| {
+                let mut slots = Vec::new();
+                for t in group.iter().filter(|t| !t.negated) {
+                    for (i, w) in t.words.iter().enumerate() {
+                        if t.prefix && i + 1 == t.words.len() {
+                            slots.push(vec![format!("{w}*")]);
+                            continue;
+                        }
+                        match t.alternatives.get(i).filter(|a| !a.is_empty()) {
+                            Some(alts) => slots.push(alts.clone()),
+                            None => slots.push(vec![w.clone()]),
+                        }
+                    }
+                }
+                slots
+            })
+            .collect()
+    }
+
     fn render(&self, title_only: bool) -> String {
         let weight = if title_only { "A" } else { "" };
         let mut out = String::new();
@@ -268,6 +308,11 @@ impl TextQuery {
         self.groups.iter().flatten().any(|t| t.phrase)
     }
 
+    /// Whether the last word is matched as a prefix.
+    pub fn has_prefix(&self) -> bool {
+        self.groups.iter().flatten().any(|t| t.prefix)
+    }
+
     /// A canonical spelling (for cursors: a page continues only the
     /// search that made it).
     pub fn canonical(&self) -> String {
@@ -349,6 +394,23 @@ mod tests {
     }
 
     #[test]
+    fn required_words_by_alternative() {
+        let q = TextQuery::parse("\"red guitar\" -drums or cats ").expect("q");
+        assert_eq!(
+            q.required_words(),
+            [
+                vec![vec!["red".to_owned()], vec!["guitar".to_owned()]],
+                vec![vec!["cats".to_owned()]]
+            ]
+        );
+        assert_eq!(
+            q.to_loose_tsquery(),
+            "(('red' & 'guitar') & !('drums')) | (('cats'))"
+        );
+        assert!(!q.has_prefix());
+    }
+
+    #[test]
     fn quotes_or_and_exclusion() {
         assert_eq!(
             ts("\"red guitar\" -drums"),
@@ -421,6 +483,20 @@ mod tests {
             fixed.to_tsquery(),
             "((('guitar' | 'guitars')) & !('drums') & (('red') <-> ('guitar' | 'guitars')) & ('lesso':*))"
         );
+        assert_eq!(
+            fixed.to_loose_tsquery(),
+            "((('guitar' | 'guitars')) & !('drums') & (('red') & ('guitar' | 'guitars')) & ('lesso':*))"
+        );
+        assert_eq!(
+            fixed.required_words(),
+            [vec![
+                vec!["guitar".to_owned(), "guitars".to_owned()],
+                vec!["red".to_owned()],
+                vec!["guitar".to_owned(), "guitars".to_owned()],
+                vec!["lesso*".to_owned()],
+            ]]
+        );
+        assert!(fixed.has_prefix() && fixed.has_phrase());
         c.remove("gutar");
         assert_eq!(q.corrected(&c), None, "nothing changed");
     }

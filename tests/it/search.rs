@@ -124,7 +124,61 @@ async fn all_pages(env: &SearchEnv, q: &str, sort: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn relevance_typos_accents_phrases_prefixes_filters_and_pages() {
-    let mut env = SearchEnv::start(&[]).await;
+    relevance_and_more(&[]).await;
+}
+
+/// The same answers when every query but a prefix is looked up views band
+/// by views band, the plan of common words in a large index (here the
+/// window and the facet limit hold every match, so nothing may differ).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_views_band_plans_answer_the_same() {
+    relevance_and_more(&[("VODFARM_SEARCH_BAND_THRESHOLD", "0".into())]).await;
+}
+
+/// Banded, relevance ranks the window of most viewed matches (whole
+/// views bands: floor(log2(views + 1))) and the facets count them; the
+/// other orders still see every match.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_common_word_is_ranked_and_counted_over_its_most_viewed_matches() {
+    let mut env = SearchEnv::start(&[
+        ("VODFARM_SEARCH_BAND_THRESHOLD", "0".into()),
+        ("VODFARM_SEARCH_RANK_WINDOW", "2".into()),
+        ("VODFARM_SEARCH_FACET_LIMIT", "2".into()),
+    ])
+    .await;
+    env.insert(&corpus()).await;
+    env.start_indexer(500, &[]).await;
+    env.wait_indexed().await;
+    // "guitar": 5000 views (band 12, description), 1000 (band 9, tag),
+    // 300, 20 and 10 (titles). The window holds the first two; the tag
+    // match outranks the description match.
+    let page = env.search(&[("q", "guitar ")]).await;
+    assert_eq!(titles(&page), ["Piano basics", "Cooking pasta"], "{page}");
+    assert_eq!(
+        page["total"],
+        serde_json::json!({"value": 2, "relation": "gte"})
+    );
+    assert_eq!(
+        page["facets"]["duration"],
+        serde_json::json!([{"value": "short", "count": 2}, {"value": "medium", "count": 0},
+                           {"value": "long", "count": 0}])
+    );
+    assert_eq!(all_pages(&env, "guitar ", "relevance").await.len(), 2);
+    assert_eq!(
+        env.titles(&[("q", "guitar "), ("sort", "views")])
+            .await
+            .len(),
+        5
+    );
+    // A phrase looks among the first 4 × 2 candidates: all of them here.
+    assert_eq!(
+        env.titles(&[("q", "\"red guitar\"")]).await,
+        ["Red guitar solo"]
+    );
+}
+
+async fn relevance_and_more(api_env: &[(&'static str, String)]) {
+    let mut env = SearchEnv::start(api_env).await;
     env.insert(&corpus()).await;
     env.start_indexer(500, &[]).await;
     env.wait_indexed().await;

@@ -9,19 +9,30 @@
 //! - strict: `to_tsquery('vodfarm', …)` of the parsed text (quotes, `or`,
 //!   `-word`, the last word as a prefix), ranked with `ts_rank` over the
 //!   [`PgSearchSettings::rank_window`] most viewed matches, or ordered by
-//!   views or upload time; `ts_headline` marks the matches;
+//!   views or upload time; `ts_headline` marks the matches of the page's
+//!   rows only;
+//! - the plan follows how many documents the words can match (an upper
+//!   bound from the planner's statistics, [`PgSearchSettings::band_threshold`]):
+//!   a few are read all through the GIN index; more are found views band
+//!   by views band (a column of the GIN index, `sql::Plan::Banded`), so a
+//!   common word costs about a window of rows, not its share of the
+//!   table; a phrase of common words is checked in a bounded number of
+//!   candidates; a prefix is left to the planner;
 //! - typo-tolerant, when the strict match finds nothing: each word is
 //!   replaced by the up to three most similar known words (trigram
 //!   similarity, `pg_trgm`, over the `search_terms` vocabulary) and the
 //!   corrected query runs like a strict one;
 //! - facets and the total over at most [`PgSearchSettings::facet_limit`]
-//!   matches (beyond it they are lower bounds, as Elasticsearch's
-//!   `track_total_hits` default is).
+//!   matches, the most viewed ones when banded (beyond it they are lower
+//!   bounds, as Elasticsearch's `track_total_hits` default is); a first
+//!   page without hits has no facet statement (nothing matched).
 //!
 //! Writes compare versions in the statement (`WHERE d.version <
 //! excluded.version`), so replays and racing replicas are harmless.
 
 mod sql;
+
+use sql::Plan;
 
 use crate::cursor::{Cursor, CursorError, Mode};
 use crate::index::{
@@ -37,7 +48,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{PgConnection, PgPool, Row};
 use std::collections::HashMap;
 use std::str::FromStr;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// How the PostgreSQL index answers.
 #[derive(Debug, Clone, Copy)]
@@ -47,6 +59,11 @@ pub struct PgSearchSettings {
     pub rank_window: i64,
     /// Facets and the total count at most this many matches.
     pub facet_limit: i64,
+    /// Queries whose words can match more than this many documents (an
+    /// upper bound from the planner's statistics) find their window and
+    /// facet matches views band by views band; fewer are read all. 0:
+    /// always banded (prefixes excepted).
+    pub band_threshold: i64,
     /// Least trigram similarity of a known word to a typed one for a typo
     /// correction (0..1; `pg_trgm.similarity_threshold`).
     pub typo_similarity: f32,
@@ -56,10 +73,32 @@ impl Default for PgSearchSettings {
     fn default() -> Self {
         PgSearchSettings {
             rank_window: 500,
-            facet_limit: 2000,
+            facet_limit: 500,
+            band_threshold: 2000,
             typo_similarity: 0.3,
         }
     }
+}
+
+/// A phrase of common words is looked for in at most this many times the
+/// window's documents holding all its words (the first the GIN index
+/// yields).
+const PHRASE_CANDIDATES_PER_ROW: i64 = 4;
+
+/// How long word shares are kept before the statistics are read again.
+const SHARES_TTL: Duration = Duration::from_secs(60);
+
+/// Most words whose share is kept.
+const SHARES_MAX: usize = 100_000;
+
+/// Word shares of documents (`vodfarm_search_shares`), kept a while.
+#[derive(Debug, Default)]
+struct Shares {
+    read_at: Option<Instant>,
+    /// Documents (all of them, tombstones included: an upper bound);
+    /// `None` before the first ANALYZE.
+    docs: Option<f64>,
+    words: HashMap<String, f64>,
 }
 
 /// The PostgreSQL index.
@@ -67,6 +106,7 @@ impl Default for PgSearchSettings {
 pub struct PgIndex {
     pool: PgPool,
     settings: PgSearchSettings,
+    shares: Arc<Mutex<Shares>>,
 }
 
 /// A pool for searching: plans are made for each query's own words (a
@@ -108,14 +148,25 @@ pub async fn search_pool(
 impl PgIndex {
     /// An index over `pool` (see [`search_pool`]).
     pub fn new(pool: PgPool, settings: PgSearchSettings) -> PgIndex {
-        PgIndex { pool, settings }
+        PgIndex {
+            pool,
+            settings,
+            shares: Arc::default(),
+        }
     }
 
     fn after(&self, req: &SearchRequest) -> Result<(Option<Value>, Option<i64>), CursorError> {
         let Some(c) = &req.after else {
             return Ok((None, None));
         };
-        if c.len() != 2 {
+        // Relevance cursors carry a third key: whether the window was
+        // found as for many matches (the next pages must rank the same
+        // window).
+        let keys = match req.sort {
+            Sort::Relevance => 2..=3,
+            Sort::Views | Sort::Newest => 2..=2,
+        };
+        if !keys.contains(&c.len()) {
             return Err(CursorError::BadKeys);
         }
         let first = match req.sort {
@@ -125,16 +176,97 @@ impl PgIndex {
         Ok((Some(first), Some(c.int(1)?)))
     }
 
+    /// Up to how many documents `query` can match, and how many there
+    /// are (`None`: no statistics yet), from the kept word shares,
+    /// reading the missing ones.
+    async fn estimate(&self, query: &TextQuery) -> Result<Option<(f64, f64)>, IndexError> {
+        let groups = query.required_words();
+        let mut missing: Vec<String> = Vec::new();
+        {
+            let mut s = self
+                .shares
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let stale =
+                s.read_at.is_none_or(|t| t.elapsed() > SHARES_TTL) || s.words.len() > SHARES_MAX;
+            if stale {
+                *s = Shares::default();
+            } else if s.docs.is_none() {
+                return Ok(None);
+            }
+            for w in groups.iter().flatten().flatten() {
+                if !s.words.contains_key(w) && !missing.contains(w) {
+                    missing.push(w.clone());
+                }
+            }
+        }
+        if !missing.is_empty() {
+            let rows: Vec<(String, f64, f64)> = sqlx::query_as(sql::SHARES)
+                .bind(&missing)
+                .fetch_all(&self.pool)
+                .await?;
+            let mut s = self
+                .shares
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            s.read_at.get_or_insert_with(Instant::now);
+            for (word, share, docs) in rows {
+                s.docs = Some(docs);
+                s.words.insert(word, share);
+            }
+        }
+        let s = self
+            .shares
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(docs) = s.docs else {
+            return Ok(None);
+        };
+        let share = |w: &String| s.words.get(w).copied().unwrap_or(1.0);
+        let bound: f64 = groups
+            .iter()
+            .map(|slots| {
+                slots
+                    .iter()
+                    .map(|alts| alts.iter().map(share).sum::<f64>().min(1.0))
+                    .fold(1.0, f64::min)
+            })
+            .sum();
+        Ok(Some((bound.min(1.0) * docs, docs)))
+    }
+
+    /// Whether `query` can match many documents (more than the band
+    /// threshold): then its matches are found views band by views band
+    /// (a prefix: as the planner chooses), else all read.
+    async fn many(&self, query: &TextQuery) -> Result<bool, IndexError> {
+        if self.settings.band_threshold <= 0 {
+            return Ok(true);
+        }
+        let Some((matches, docs)) = self.estimate(query).await? else {
+            return Ok(false);
+        };
+        let threshold = self.settings.band_threshold as f64;
+        if query.has_prefix() {
+            // A prefix is never banded: reading all M matches costs M
+            // rows, walking the views index window × docs / M; they
+            // cross at M = sqrt(window × docs).
+            let cross = (self.settings.rank_window as f64 * docs).sqrt();
+            return Ok(matches > threshold.max(cross));
+        }
+        Ok(matches > threshold)
+    }
+
     async fn page(
         &self,
         req: &SearchRequest,
         query: &TextQuery,
         text: &str,
+        plan: Plan,
     ) -> Result<Vec<PgRow>, IndexError> {
         let f = &req.filters;
         let (dmin, dmax) = f.duration.map_or((None, None), DurationBucket::range);
         let (key, row) = self.after(req)?;
-        let q = sqlx::query(sql::page_statement(req.sort, query.has_phrase()))
+        let q = sqlx::query(sql::page_statement(req.sort, plan))
             .bind(text)
             .bind(&f.channel)
             .bind(&f.category)
@@ -143,11 +275,19 @@ impl PgIndex {
             .bind(dmax)
             .bind(f.uploaded_after);
         let q = match req.sort {
-            Sort::Relevance => q
-                .bind(key.and_then(|k| k.as_f64()).map(|k| k as f32))
-                .bind(row)
-                .bind(i64::from(req.limit) + 1)
-                .bind(self.settings.rank_window),
+            Sort::Relevance => {
+                let q = q
+                    .bind(key.and_then(|k| k.as_f64()).map(|k| k as f32))
+                    .bind(row)
+                    .bind(i64::from(req.limit) + 1)
+                    .bind(self.settings.rank_window);
+                if plan == Plan::PhraseCapped {
+                    q.bind(self.settings.rank_window * PHRASE_CANDIDATES_PER_ROW)
+                        .bind(query.to_loose_tsquery())
+                } else {
+                    q
+                }
+            }
             Sort::Views => q
                 .bind(key.and_then(|k| k.as_i64()))
                 .bind(row)
@@ -166,10 +306,16 @@ impl PgIndex {
         Ok(q.fetch_all(&self.pool).await?)
     }
 
-    async fn facets(&self, req: &SearchRequest, text: &str) -> Result<(Total, Facets), IndexError> {
+    async fn facets(
+        &self,
+        req: &SearchRequest,
+        query: &TextQuery,
+        text: &str,
+        plan: Plan,
+    ) -> Result<(Total, Facets), IndexError> {
         let f = &req.filters;
         let (dmin, dmax) = f.duration.map_or((None, None), DurationBucket::range);
-        let rows = sqlx::query(sql::facet_statement())
+        let q = sqlx::query(sql::facet_statement(plan))
             .bind(text)
             .bind(&f.channel)
             .bind(&f.category)
@@ -177,9 +323,55 @@ impl PgIndex {
             .bind(dmin)
             .bind(dmax)
             .bind(f.uploaded_after)
+            .bind(self.settings.facet_limit);
+        let q = if plan == Plan::PhraseCapped {
+            q.bind(self.settings.facet_limit * PHRASE_CANDIDATES_PER_ROW)
+                .bind(query.to_loose_tsquery())
+        } else {
+            q
+        };
+        let rows = q.fetch_all(&self.pool).await?;
+        self.facets_of(&rows)
+    }
+
+    /// A banded first page by relevance and its facets in one statement
+    /// (no category or duration filter: the window and the facets count
+    /// the same matches): `(page rows, facet rows)`.
+    async fn page_with_facets(
+        &self,
+        req: &SearchRequest,
+        text: &str,
+    ) -> Result<(Vec<PgRow>, Vec<PgRow>), IndexError> {
+        let f = &req.filters;
+        let rows = sqlx::query(sql::page_with_facets_statement())
+            .bind(text)
+            .bind(&f.channel)
+            .bind(None::<String>)
+            .bind(&f.tag)
+            .bind(None::<i32>)
+            .bind(None::<i32>)
+            .bind(f.uploaded_after)
+            .bind(None::<f32>)
+            .bind(None::<i64>)
+            .bind(i64::from(req.limit) + 1)
+            .bind(self.settings.rank_window)
             .bind(self.settings.facet_limit)
             .fetch_all(&self.pool)
             .await?;
+        let mut page = Vec::with_capacity(rows.len());
+        let mut facets = Vec::new();
+        for r in rows {
+            if r.try_get::<Option<String>, _>("kind")?.is_some() {
+                facets.push(r);
+            } else {
+                page.push(r);
+            }
+        }
+        Ok((page, facets))
+    }
+
+    /// The total and facets of the rows of a facet statement.
+    fn facets_of(&self, rows: &[PgRow]) -> Result<(Total, Facets), IndexError> {
         let mut facets = Facets::default();
         let mut total = Total {
             value: 0,
@@ -241,14 +433,38 @@ impl PgIndex {
     }
 }
 
-fn next_key(sort: Sort, row: &PgRow) -> Result<Vec<Value>, sqlx::Error> {
+fn next_key(sort: Sort, row: &PgRow, many: bool) -> Result<Vec<Value>, sqlx::Error> {
     let id: i64 = row.try_get("video_id")?;
-    let key = match sort {
-        Sort::Relevance => Value::from(f64::from(row.try_get::<f32, _>("key")?)),
-        Sort::Views => Value::from(row.try_get::<i64, _>("key")?),
-        Sort::Newest => Value::from(row.try_get::<DateTime<Utc>, _>("key")?.timestamp_micros()),
+    Ok(match sort {
+        Sort::Relevance => vec![
+            Value::from(f64::from(row.try_get::<f32, _>("key")?)),
+            Value::from(id),
+            Value::from(u8::from(many)),
+        ],
+        Sort::Views => vec![Value::from(row.try_get::<i64, _>("key")?), Value::from(id)],
+        Sort::Newest => vec![
+            Value::from(row.try_get::<DateTime<Utc>, _>("key")?.timestamp_micros()),
+            Value::from(id),
+        ],
+    })
+}
+
+/// A first page's facets when nothing matched.
+fn no_facets() -> (Total, Facets) {
+    let facets = Facets {
+        category: Vec::new(),
+        duration: DurationBucket::ALL
+            .iter()
+            .map(|b| (b.as_str().to_owned(), 0))
+            .collect(),
     };
-    Ok(vec![key, Value::from(id)])
+    (
+        Total {
+            value: 0,
+            exact: true,
+        },
+        facets,
+    )
 }
 
 #[async_trait]
@@ -299,12 +515,52 @@ impl SearchIndex for PgIndex {
             },
         };
         let text = query.to_tsquery();
-        let rows = self.page(req, query, &text).await?;
+        // A relevance page continues its first page's window (the
+        // statistics may have changed since).
+        let many = match (&req.after, req.sort) {
+            (Some(c), Sort::Relevance) => c.len() == 3 && c.int(2)? == 1,
+            _ => self.many(query).await?,
+        };
+        // A prefix is a range of index entries, expensive to look up
+        // again for every band: it is never banded.
+        let banded = many && !query.has_prefix();
+        // Few matches: read them all through the GIN index (the planner
+        // may walk an order's index instead, reading matches / share
+        // rows). A prefix of many: the planner's choice.
+        let plan = match (banded, query.has_phrase()) {
+            _ if many && query.has_prefix() => Plan::Plain,
+            (false, _) => Plan::MatchFirst,
+            (true, false) if req.sort == Sort::Relevance => Plan::Banded,
+            // The orders by views and upload time walk their index for
+            // common words (see `sql::page`).
+            (true, false) => Plan::Plain,
+            (true, true) => Plan::PhraseCapped,
+        };
+        let facet_plan = match (banded, query.has_phrase()) {
+            _ if query.has_prefix() => Plan::Plain,
+            (false, _) => Plan::Plain,
+            (true, false) => Plan::Banded,
+            (true, true) => Plan::PhraseCapped,
+        };
+        // The common case (a first page by relevance of common words, no
+        // category or duration filter) reads its window once for the
+        // page and the facets.
+        let combined = plan == Plan::Banded
+            && req.sort == Sort::Relevance
+            && req.after.is_none()
+            && req.filters.category.is_none()
+            && req.filters.duration.is_none();
+        let (rows, facet_rows) = if combined {
+            let (page, facets) = self.page_with_facets(req, &text).await?;
+            (page, Some(facets))
+        } else {
+            (self.page(req, query, &text, plan).await?, None)
+        };
         let limit = req.limit as usize;
         let next = if rows.len() > limit {
             Some(Cursor {
                 mode,
-                keys: next_key(req.sort, &rows[limit - 1])?,
+                keys: next_key(req.sort, &rows[limit - 1], many)?,
             })
         } else {
             None
@@ -321,11 +577,18 @@ impl SearchIndex for PgIndex {
                     .unwrap_or_default(),
             });
         }
-        let (total, facets) = if req.after.is_none() {
-            let (t, f) = self.facets(req, &text).await?;
+        let (total, facets) = if req.after.is_some() {
+            (None, None)
+        } else if rows.is_empty() {
+            // A first page without rows: nothing matches.
+            let (t, f) = no_facets();
+            (Some(t), Some(f))
+        } else if let Some(facet_rows) = facet_rows {
+            let (t, f) = self.facets_of(&facet_rows)?;
             (Some(t), Some(f))
         } else {
-            (None, None)
+            let (t, f) = self.facets(req, query, &text, facet_plan).await?;
+            (Some(t), Some(f))
         };
         Ok(IndexPage {
             hits,
@@ -337,7 +600,7 @@ impl SearchIndex for PgIndex {
 
     async fn suggest(&self, req: &SuggestRequest) -> Result<Vec<Suggestion>, IndexError> {
         let rows: Vec<(i64, Option<String>)> = sqlx::query_as(sql::SUGGEST)
-            .bind(req.text.to_title_tsquery())
+            .bind(req.text.to_tsquery())
             .bind(i64::from(req.limit))
             .fetch_all(&self.pool)
             .await?;
