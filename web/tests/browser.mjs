@@ -196,9 +196,9 @@ try {
     .some((tr) => tr.textContent.includes("upload.completed")), null, { timeout: 30000 }).then(
     () => check(true, "the webhook lists the upload's event as a delivery"),
     () => check(false, "the webhook lists the upload's event as a delivery"));
-  const before = await page.$$eval("#deliveries tbody tr", (rows) => rows.length);
+  const deliveriesBefore = await page.$$eval("#deliveries tbody tr", (rows) => rows.length);
   await page.click("#deliveries tbody tr button");
-  await page.waitForFunction((n) => document.querySelectorAll("#deliveries tbody tr").length > n, before,
+  await page.waitForFunction((n) => document.querySelectorAll("#deliveries tbody tr").length > n, deliveriesBefore,
     { timeout: 10000 }).then(
     () => check(true, "Replay adds a delivery"),
     () => check(false, "Replay adds a delivery"));
