@@ -21,7 +21,7 @@ use vodfarm_core::config::parse_duration;
 use vodfarm_core::http::{not_found_fallback, ApiError};
 use vodfarm_core::playlists::Packaging;
 use vodfarm_core::store::SharedStore;
-use vodfarm_core::telemetry::{render_metrics, METRICS_CONTENT_TYPE};
+use vodfarm_core::telemetry::metrics_response;
 use vodfarm_search::api::SearchState;
 use vodfarm_search::args::SearchApiArgs;
 use vodfarm_search::metrics::SearchMetrics;
@@ -325,11 +325,7 @@ async fn readyz(State(s): State<Shared>) -> Result<&'static str, ApiError> {
 }
 
 async fn metrics(State(s): State<Shared>) -> Response {
-    (
-        [(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],
-        render_metrics(&s.registry),
-    )
-        .into_response()
+    metrics_response(&s.registry)
 }
 
 async fn openapi() -> Response {

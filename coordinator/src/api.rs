@@ -20,7 +20,7 @@ use vodfarm_core::jobs::{
     CompleteRequest, CompleteResponse, FailRequest, FailResponse, HeartbeatRequest,
     HeartbeatResponse, JobStatus, LeaseRequest, LeaseResponse, ReleaseRequest, ReleaseResponse,
 };
-use vodfarm_core::telemetry::{render_metrics, METRICS_CONTENT_TYPE};
+use vodfarm_core::telemetry::metrics_response;
 
 /// Most jobs one lease may ask for.
 pub const MAX_JOBS_PER_LEASE: i64 = 100;
@@ -387,9 +387,5 @@ async fn metrics(State(s): State<AppState>) -> Response {
         }
         Err(e) => tracing::warn!(error = %e, "could not refresh queue gauges"),
     }
-    (
-        [(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],
-        render_metrics(&s.metrics.registry),
-    )
-        .into_response()
+    metrics_response(&s.metrics.registry)
 }

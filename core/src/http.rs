@@ -346,6 +346,21 @@ pub async fn serve_until_shutdown(
     stop.cancel();
 }
 
+/// The answer of `GET /readyz` for a role that is ready when its database
+/// answered: `{"status": "ready"}`, or 503 `unavailable` saying so.
+pub fn database_readiness(answered: bool) -> Response {
+    if answered {
+        Json(serde_json::json!({"status": "ready"})).into_response()
+    } else {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the database cannot be reached",
+        )
+        .into_response()
+    }
+}
+
 /// Answers an unknown route with a JSON 404.
 pub async fn not_found_fallback() -> ApiError {
     ApiError::not_found("no such route")

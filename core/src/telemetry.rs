@@ -108,3 +108,14 @@ pub fn render_metrics(registry: &Registry) -> String {
 
 /// The `Content-Type` of [`render_metrics`]' output.
 pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The answer of a role's `GET /metrics`: every metric of `registry` in
+/// the Prometheus text format, with its content type.
+pub fn metrics_response(registry: &Registry) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        [(axum::http::header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],
+        render_metrics(registry),
+    )
+        .into_response()
+}

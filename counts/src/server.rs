@@ -2,14 +2,13 @@
 //! `/readyz` (PostgreSQL and Redis answer) and `/metrics`.
 
 use axum::extract::State;
-use axum::http::header;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use prometheus::Registry;
 use vodfarm_analytics::counters::Counters;
 use vodfarm_core::http::ApiError;
-use vodfarm_core::telemetry::{render_metrics, METRICS_CONTENT_TYPE};
+use vodfarm_core::telemetry::metrics_response;
 
 #[derive(Clone)]
 struct Http {
@@ -51,9 +50,5 @@ async fn readyz(State(s): State<Http>) -> Result<&'static str, ApiError> {
 }
 
 async fn metrics(State(s): State<Http>) -> Response {
-    (
-        [(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],
-        render_metrics(&s.registry),
-    )
-        .into_response()
+    metrics_response(&s.registry)
 }

@@ -22,7 +22,6 @@ pub mod outbox;
 pub mod runner;
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use drivers::CdnDriver;
@@ -32,7 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use vodfarm_core::config::parse_duration;
-use vodfarm_core::telemetry::{render_metrics, METRICS_CONTENT_TYPE};
+use vodfarm_core::telemetry::metrics_response;
 
 /// How Cloudflare identifies a video's files (`--cloudflare-purge-by`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -396,16 +395,8 @@ async fn healthz(State(s): State<Http>) -> Response {
 }
 
 async fn readyz(State(s): State<Http>) -> Response {
-    match tokio::time::timeout(Duration::from_secs(2), s.outbox.backlog()).await {
-        Ok(Ok(_)) => axum::Json(serde_json::json!({"status": "ready"})).into_response(),
-        _ => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(serde_json::json!({
-                "error": {"code": "unavailable", "message": "the database cannot be reached"}
-            })),
-        )
-            .into_response(),
-    }
+    let answered = tokio::time::timeout(Duration::from_secs(2), s.outbox.backlog()).await;
+    vodfarm_core::http::database_readiness(matches!(answered, Ok(Ok(_))))
 }
 
 async fn metrics_page(State(s): State<Http>) -> Response {
@@ -418,11 +409,7 @@ async fn metrics_page(State(s): State<Http>) -> Response {
         }
         _ => s.metrics.db_errors.inc(),
     }
-    (
-        [(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],
-        render_metrics(&s.metrics.registry),
-    )
-        .into_response()
+    metrics_response(&s.metrics.registry)
 }
 
 #[cfg(test)]

@@ -18,8 +18,7 @@ use crate::metrics::IndexerMetrics;
 use crate::outbox;
 use crate::postgres::PgSearchSettings;
 use axum::extract::State;
-use axum::http::header;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use prometheus::Registry;
@@ -31,7 +30,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use vodfarm_core::http::ApiError;
-use vodfarm_core::telemetry::{render_metrics, METRICS_CONTENT_TYPE};
+use vodfarm_core::telemetry::metrics_response;
 
 /// The NOTIFY channel of the outbox trigger.
 pub const CHANNEL: &str = "vodfarm_search";
@@ -233,11 +232,7 @@ async fn readyz(State(s): State<Served>) -> Result<&'static str, ApiError> {
 }
 
 async fn serve_metrics(State(s): State<Served>) -> Response {
-    (
-        [(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],
-        render_metrics(&s.registry),
-    )
-        .into_response()
+    metrics_response(&s.registry)
 }
 
 /// Runs the indexer role until `shutdown` completes.
