@@ -65,11 +65,7 @@ async fn set_like(
          WHERE id = $1 RETURNING like_count::bigint",
     )
     .bind(v.id)
-    .bind(match (changed, like) {
-        (0, _) => 0,
-        (_, true) => 1,
-        (_, false) => -1,
-    })
+    .bind(counter_step(changed, like))
     .fetch_one(&mut *tx)
     .await
     .map_err(|e| db_error(&e))?;
@@ -78,6 +74,18 @@ async fn set_like(
         liked: like,
         like_count: count,
     }))
+}
+
+/// How far a like or subscriber counter moves after the toggle's
+/// `INSERT … ON CONFLICT DO NOTHING` / `DELETE` touched `changed` rows:
+/// not at all when the row already was (or was not) there, so concurrent
+/// clicks keep the counter equal to the number of rows.
+fn counter_step(changed: u64, on: bool) -> i64 {
+    match (changed, on) {
+        (0, _) => 0,
+        (_, true) => 1,
+        (_, false) => -1,
+    }
 }
 
 /// `PUT /v1/videos/{video_id}/like`.
@@ -132,11 +140,7 @@ async fn set_subscription(
          WHERE id = $1 RETURNING subscriber_count",
     )
     .bind(channel)
-    .bind(match (changed, subscribe) {
-        (0, _) => 0i64,
-        (_, true) => 1,
-        (_, false) => -1,
-    })
+    .bind(counter_step(changed, subscribe))
     .fetch_one(&mut *tx)
     .await
     .map_err(|e| db_error(&e))?;
