@@ -10,6 +10,10 @@
 //! - [`playlists`]: the renditions/subtitles sidecars and the HLS master
 //!   and media playlists built from them (worker and api both write them).
 //! - [`ladder`]: the rendition ladder (240p/720p/1080p by default).
+//! - [`outbox_loop`]: the claim/sleep/LISTEN loop of every outbox
+//!   consumer (purger, webhook sender, search indexer).
+//! - [`outbox_role`]: the process of an outbox-sending role (loop,
+//!   LISTEN, prune, /healthz /readyz /metrics).
 //! - [`config`]: helpers for flags and env vars.
 //! - [`http`]: the JSON error body every HTTP API answers with.
 //! - [`serve`]: the HTTP server every role runs, with its limits on slow,
@@ -38,6 +42,8 @@ pub mod ids;
 pub mod jobs;
 pub mod ladder;
 pub mod layout;
+pub mod outbox_loop;
+pub mod outbox_role;
 pub mod playlists;
 pub mod serve;
 pub mod signing;

@@ -197,6 +197,18 @@ ts("Uploads created and completed", "Uploads created, and completed (video proce
 ts("Multipart parts", "Multipart parts uploaded to the object store per second.",
    [(f"sum(rate(vodfarm_upload_parts_total[{R}]))", "parts/s")], unit="ops")
 
+# ---------------------------------------------------------------- webhooks
+row("Webhooks")
+ts("Webhook outbox", "Pending webhook deliveries and the age of the oldest (every sender replica reports the whole outbox). A receiver that is down keeps its deliveries pending for up to --retry-for (24 h); VodfarmWebhooksBacklog fires past two hours.",
+   [("max(vodfarm_webhooks_backlog)", "pending"),
+    ("max(vodfarm_webhooks_oldest_pending_seconds)", "oldest (s)")], unit="short")
+ts("Webhook attempts", "HTTP attempts per second by outcome (delivered: 2xx; http_error: another status; network_error: no answer; refused: the address is not allowed), and endpoints disabled for failing.",
+   [(f"sum by (outcome) (rate(vodfarm_webhooks_attempts_total[{R}]))", "{{outcome}}/s"),
+    (f"sum(rate(vodfarm_webhooks_endpoints_disabled_total[{R}]))", "disabled/s")], unit="ops", stack=True)
+ts("Webhook delivery latency", "From a webhook event to its receiver's 2xx answer, retries included.",
+   [(q(0.5, "vodfarm_webhooks_delivery_seconds", "le"), "p50"),
+    (q(0.99, "vodfarm_webhooks_delivery_seconds", "le"), "p99")], unit="s")
+
 # ---------------------------------------------------------------- search
 row("Search")
 ts("Index lag", "Seconds from a change to a video to the search index holding it (vodfarm search-indexer). The target is under a second; VodfarmSearchIndexLagging fires when the oldest waiting change is over a minute old.",

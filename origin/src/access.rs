@@ -85,6 +85,10 @@ const LOOKUP_TIMEOUT_WITH_FALLBACK: Duration = Duration::from_secs(1);
 /// How long a lookup may take otherwise (the only answer without it is
 /// 503).
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a title is reused for download file names: a renamed video
+/// downloads under its new name at most this late (one query per video
+/// per this period instead of one per request, Range requests included).
+pub const TITLE_TTL: Duration = Duration::from_secs(10);
 /// How often degraded mode asks the database whether it is back.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -103,6 +107,9 @@ struct Known {
 pub struct Access {
     pool: PgPool,
     states: moka::sync::Cache<String, VideoState>,
+    /// Titles for download file names, kept [`TITLE_TTL`] (renames do
+    /// not notify).
+    titles: moka::sync::Cache<String, String>,
     known: moka::sync::Cache<String, Known>,
     epoch: AtomicU64,
     listening: AtomicBool,
@@ -142,6 +149,10 @@ impl Access {
                 .max_capacity(1_000_000)
                 .time_to_live(state_ttl)
                 .build(),
+            titles: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(TITLE_TTL)
+                .build(),
             known: moka::sync::Cache::builder().max_capacity(1_000_000).build(),
             epoch: AtomicU64::new(0),
             listening: AtomicBool::new(false),
@@ -154,10 +165,13 @@ impl Access {
         }
     }
 
-    /// The video's title (a download's file name), `None` when the
-    /// database does not answer within a second (degraded mode asks
-    /// nothing).
+    /// The video's title (a download's file name), at most
+    /// [`TITLE_TTL`] old; `None` when the database does not answer within
+    /// a second (degraded mode asks nothing).
     pub async fn title(&self, video_id: &str) -> Option<String> {
+        if let Some(t) = self.titles.get(video_id) {
+            return Some(t);
+        }
         if self.is_degraded() {
             return None;
         }
@@ -165,7 +179,10 @@ impl Access {
             .bind(video_id)
             .fetch_optional(&self.pool);
         match tokio::time::timeout(Duration::from_secs(1), q).await {
-            Ok(Ok(title)) => title,
+            Ok(Ok(Some(title))) => {
+                self.titles.insert(video_id.to_owned(), title.clone());
+                Some(title)
+            }
             _ => None,
         }
     }
@@ -374,10 +391,12 @@ impl Access {
         if video_id == "*" {
             self.states.invalidate_all();
             self.known.invalidate_all();
+            self.titles.invalidate_all();
             cache.purge_all();
         } else {
             self.states.invalidate(video_id);
             self.known.invalidate(video_id);
+            self.titles.invalidate(video_id);
             cache.purge_video(video_id);
         }
     }

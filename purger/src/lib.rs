@@ -21,17 +21,13 @@ pub mod metrics;
 pub mod outbox;
 pub mod runner;
 
-use axum::extract::State;
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use drivers::CdnDriver;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 use vodfarm_core::config::parse_duration;
-use vodfarm_core::telemetry::metrics_response;
+use vodfarm_core::outbox_role::{self, BacklogMetrics, RoleSettings};
 
 /// How Cloudflare identifies a video's files (`--cloudflare-purge-by`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -277,13 +273,6 @@ pub async fn drivers_from(args: &PurgerArgs) -> Result<Vec<Arc<dyn CdnDriver>>, 
     Ok(out)
 }
 
-#[derive(Clone)]
-struct Http {
-    runner: Arc<runner::Runner>,
-    outbox: outbox::Outbox,
-    metrics: metrics::PurgerMetrics,
-}
-
 /// Runs the purger until `shutdown` completes; then the batch in flight
 /// finishes and it returns.
 pub async fn run(
@@ -318,13 +307,12 @@ pub async fn run(
         tracing::info!(%addr, targets = ?targets, "purger listening");
     }
     let metrics = metrics::PurgerMetrics::new()?;
-    let outbox = outbox::Outbox::new(pool.clone());
     let batch_size = args.batch_size.clamp(1, 10_000);
     // Long enough for the slowest target to send a whole batch one request
     // after another (CloudFront takes 5 videos a request).
     let requests_per_batch = u32::try_from(batch_size / 5 + 2).unwrap_or(u32::MAX);
     let runner = runner::Runner::new(
-        outbox.clone(),
+        outbox::Outbox::new(pool.clone()),
         drivers,
         metrics.clone(),
         runner::RunSettings {
@@ -339,77 +327,20 @@ pub async fn run(
             poll_interval: args.poll_interval.max(Duration::from_millis(100)),
         },
     );
-    let stop = CancellationToken::new();
-    let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(runner.clone().listen(stop.clone()));
-    tasks.spawn(runner.clone().run(stop.clone()));
-    tasks.spawn(prune(outbox.clone(), args.retention, stop.clone()));
-    let connections = vodfarm_core::serve::ConnectionMetrics::new(&metrics.registry)?;
-    let app = axum::Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_page))
-        .fallback(vodfarm_core::http::not_found_fallback)
-        .with_state(Http {
-            runner,
-            outbox,
-            metrics,
-        });
-    vodfarm_core::http::serve_until_shutdown(
+    let backlog = BacklogMetrics {
+        registry: metrics.registry.clone(),
+        pending: metrics.backlog.clone(),
+        oldest_pending: metrics.oldest_pending.clone(),
+        db_errors: metrics.db_errors.clone(),
+    };
+    let settings = RoleSettings {
         listener,
-        app,
-        (args.server.limits(), connections),
-        stop.clone(),
-        shutdown,
-        "purger",
-    )
-    .await;
-    while tasks.join_next().await.is_some() {}
-    pool.close().await;
-    tracing::info!("purger stopped");
+        limits: args.server.limits(),
+        retention: args.retention,
+        name: "purger",
+    };
+    outbox_role::run(runner, backlog, settings, shutdown).await?;
     Ok(())
-}
-
-/// Deletes finished rows older than `retention`, hourly.
-async fn prune(outbox: outbox::Outbox, retention: Duration, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(Duration::from_secs(3600));
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.cancelled() => return,
-        }
-        match outbox.prune(retention).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(deleted = n, "finished purges pruned"),
-            Err(e) => tracing::warn!(error = %e, "pruning finished purges failed"),
-        }
-    }
-}
-
-async fn healthz(State(s): State<Http>) -> Response {
-    axum::Json(serde_json::json!({
-        "status": "ok",
-        "listening": s.runner.is_listening(),
-    }))
-    .into_response()
-}
-
-async fn readyz(State(s): State<Http>) -> Response {
-    let answered = tokio::time::timeout(Duration::from_secs(2), s.outbox.backlog()).await;
-    vodfarm_core::http::database_readiness(matches!(answered, Ok(Ok(_))))
-}
-
-async fn metrics_page(State(s): State<Http>) -> Response {
-    // The backlog is the whole outbox's, read now; if the database cannot
-    // be reached the last values stay (and database errors count up).
-    match tokio::time::timeout(Duration::from_secs(2), s.outbox.backlog()).await {
-        Ok(Ok(b)) => {
-            s.metrics.backlog.set(b.pending);
-            s.metrics.oldest_pending.set(b.oldest_seconds);
-        }
-        _ => s.metrics.db_errors.inc(),
-    }
-    metrics_response(&s.metrics.registry)
 }
 
 #[cfg(test)]

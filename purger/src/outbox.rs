@@ -18,6 +18,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Row};
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
+use vodfarm_core::outbox_role::Backlog;
 
 /// A claimed outbox row.
 #[derive(Debug, Clone)]
@@ -60,15 +61,6 @@ pub enum Outcome {
 #[derive(Debug, Clone)]
 pub struct Outbox {
     pool: PgPool,
-}
-
-/// Pending purges and the oldest one's age in seconds (0 when none).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Backlog {
-    /// Rows not done.
-    pub pending: i64,
-    /// Age of the oldest, seconds.
-    pub oldest_seconds: f64,
 }
 
 const CLAIM_SQL: &str = "UPDATE cdn_purges p
@@ -236,29 +228,5 @@ impl Outbox {
         .execute(&self.pool)
         .await?
         .rows_affected())
-    }
-}
-
-/// The delay before retry number `failures` (1 for the first):
-/// `min(base · 2^(failures−1), max)`, ±25 % so replicas and rows spread.
-pub fn backoff(failures: u32, base: Duration, max: Duration) -> Duration {
-    vodfarm_core::backoff::jittered(failures, base, max)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let (base, max) = (Duration::from_secs(1), Duration::from_secs(60));
-        for _ in 0..50 {
-            let first = backoff(1, base, max);
-            assert!(first >= Duration::from_millis(750) && first <= Duration::from_millis(1250));
-            let fourth = backoff(4, base, max);
-            assert!(fourth >= Duration::from_secs(6) && fourth <= Duration::from_secs(10));
-            assert!(backoff(40, base, max) <= max);
-            assert!(backoff(40, base, max) >= max.mul_f64(0.75));
-        }
     }
 }

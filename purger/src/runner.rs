@@ -2,9 +2,9 @@
 //! that has not acknowledged it yet, record the acknowledgements, and
 //! write back what happened.
 //!
-//! - Woken by `NOTIFY vodfarm_purges` (sent by the outbox trigger when a
-//!   change commits), at the earliest `due_at` of a backed-off row, and
-//!   every `poll_interval` as a safety net.
+//! - Paced by [`outbox_loop`]: woken by `NOTIFY vodfarm_purges` (sent by
+//!   the outbox trigger when a change commits), at the earliest `due_at`
+//!   of a backed-off row, and every `poll_interval` as a safety net.
 //! - Targets are independent: one CDN failing does not hold back or
 //!   repeat the others (acknowledgements are per target and round).
 //! - **Two rounds** (unless `confirm_after` is 0): an answer that was
@@ -12,19 +12,17 @@
 //!   the shield granted just before it heard of the change, or one Varnish
 //!   was still receiving) would be cached again for a year; the second
 //!   round, `confirm_after` later, removes it.
-//! - The database going away is not fatal: the loop logs, backs off and
-//!   tries again; nothing is lost since the rows stay in the outbox.
 
 use crate::drivers::{Batch, CdnDriver};
 use crate::metrics::PurgerMetrics;
-use crate::outbox::{backoff, Claimed, Outbox, Outcome};
+use crate::outbox::{Claimed, Outbox, Outcome};
 use sha2::{Digest, Sha256};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
+use vodfarm_core::backoff::jittered;
 use vodfarm_core::ids::is_valid_public_id;
+use vodfarm_core::outbox_loop::{OutboxRound, Wakeup};
+use vodfarm_core::outbox_role::{Backlog, OutboxRole};
 
 /// The channel the outbox trigger notifies.
 pub const PURGES_CHANNEL: &str = "vodfarm_purges";
@@ -54,8 +52,7 @@ pub struct Runner {
     drivers: Vec<Arc<dyn CdnDriver>>,
     metrics: PurgerMetrics,
     settings: RunSettings,
-    wake: Notify,
-    listening: AtomicBool,
+    wakeup: Wakeup,
 }
 
 /// Per row, per target: `None` acknowledged, `Some(error)` not.
@@ -69,19 +66,14 @@ impl Runner {
         metrics: PurgerMetrics,
         settings: RunSettings,
     ) -> Arc<Runner> {
+        let wakeup = Wakeup::new(Some(metrics.listening.clone()));
         Arc::new(Runner {
             outbox,
             drivers,
             metrics,
             settings,
-            wake: Notify::new(),
-            listening: AtomicBool::new(false),
+            wakeup,
         })
-    }
-
-    /// Whether the LISTEN connection is up.
-    pub fn is_listening(&self) -> bool {
-        self.listening.load(Ordering::SeqCst)
     }
 
     /// Rounds a purge goes through.
@@ -90,52 +82,6 @@ impl Runner {
             1
         } else {
             2
-        }
-    }
-
-    /// Runs until `stop`.
-    pub async fn run(self: Arc<Self>, stop: CancellationToken) {
-        let mut failing = 0u32;
-        loop {
-            if stop.is_cancelled() {
-                return;
-            }
-            let wait = match self.pass().await {
-                Ok(claimed) => {
-                    if failing > 0 {
-                        tracing::info!("outbox reachable again; purging");
-                        failing = 0;
-                    }
-                    if claimed > 0 {
-                        continue;
-                    }
-                    match self.outbox.next_due().await {
-                        Ok(Some(at)) => (at - chrono::Utc::now())
-                            .to_std()
-                            .unwrap_or(Duration::ZERO)
-                            .min(self.settings.poll_interval),
-                        Ok(None) => self.settings.poll_interval,
-                        Err(e) => {
-                            self.metrics.db_errors.inc();
-                            tracing::warn!(error = %e, "cannot read the next due purge");
-                            self.settings.poll_interval
-                        }
-                    }
-                }
-                Err(e) => {
-                    failing += 1;
-                    self.metrics.db_errors.inc();
-                    if failing == 1 || failing % 10 == 0 {
-                        tracing::warn!(error = %e, failures = failing, "outbox unavailable; retrying");
-                    }
-                    backoff(failing, Duration::from_millis(250), Duration::from_secs(5))
-                }
-            };
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(wait) => {}
-            }
         }
     }
 
@@ -188,7 +134,7 @@ impl Runner {
             } else {
                 self.metrics.retries.inc();
                 let failures = (row.attempts - row.round).max(1) as u32;
-                let after = backoff(failures, self.settings.retry_base, self.settings.retry_max);
+                let after = jittered(failures, self.settings.retry_base, self.settings.retry_max);
                 tracing::warn!(
                     purge_id = row.id,
                     video_id = %row.video_id,
@@ -252,56 +198,47 @@ impl Runner {
         }
         Ok(results)
     }
+}
 
-    /// Listens for new purges until `stop`, reconnecting after a lost
-    /// connection (and looking once then: notifications may have been
-    /// missed).
-    pub async fn listen(self: Arc<Self>, stop: CancellationToken) {
-        loop {
-            if stop.is_cancelled() {
-                return;
-            }
-            let mut listener =
-                match sqlx::postgres::PgListener::connect_with(self.outbox.pool()).await {
-                    Ok(l) => l,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "LISTEN connection failed; retrying");
-                        if pause(&stop, Duration::from_millis(500)).await {
-                            return;
-                        }
-                        continue;
-                    }
-                };
-            if let Err(e) = listener.listen(PURGES_CHANNEL).await {
-                tracing::warn!(error = %e, "LISTEN failed; retrying");
-                if pause(&stop, Duration::from_millis(500)).await {
-                    return;
-                }
-                continue;
-            }
-            self.listening.store(true, Ordering::SeqCst);
-            self.metrics.listening.set(1);
-            tracing::info!(channel = PURGES_CHANNEL, "listening for purges");
-            self.wake.notify_one();
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    msg = listener.try_recv() => match msg {
-                        Ok(Some(_)) => self.wake.notify_one(),
-                        Ok(None) => {
-                            tracing::warn!("LISTEN connection lost; reconnecting");
-                            break;
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "LISTEN failed; reconnecting");
-                            break;
-                        }
-                    }
-                }
-            }
-            self.listening.store(false, Ordering::SeqCst);
-            self.metrics.listening.set(0);
-        }
+impl OutboxRound for Runner {
+    type Error = sqlx::Error;
+
+    async fn round(&self) -> Result<usize, sqlx::Error> {
+        self.pass().await
+    }
+
+    async fn next_due(&self) -> Result<Option<chrono::DateTime<chrono::Utc>>, sqlx::Error> {
+        self.outbox.next_due().await
+    }
+
+    fn failed(&self, _: &sqlx::Error) {
+        self.metrics.db_errors.inc();
+    }
+}
+
+impl OutboxRole for Runner {
+    fn channel(&self) -> &'static str {
+        PURGES_CHANNEL
+    }
+
+    fn pool(&self) -> &sqlx::PgPool {
+        self.outbox.pool()
+    }
+
+    fn wakeup(&self) -> &Wakeup {
+        &self.wakeup
+    }
+
+    fn poll_interval(&self) -> Duration {
+        self.settings.poll_interval
+    }
+
+    async fn backlog(&self) -> Result<Backlog, sqlx::Error> {
+        self.outbox.backlog().await
+    }
+
+    async fn prune(&self, retention: Duration) -> Result<u64, sqlx::Error> {
+        self.outbox.prune(retention).await
     }
 }
 
@@ -315,14 +252,6 @@ fn reference<'a>(rows: impl Iterator<Item = &'a Claimed>) -> String {
     let digest = h.finalize();
     let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
     format!("vodfarm-{hex}")
-}
-
-/// Sleeps `d`; true when `stop` fired first.
-async fn pause(stop: &CancellationToken, d: Duration) -> bool {
-    tokio::select! {
-        _ = stop.cancelled() => true,
-        _ = tokio::time::sleep(d) => false,
-    }
 }
 
 #[cfg(test)]

@@ -22,14 +22,15 @@ use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use prometheus::Registry;
-use sqlx::postgres::{PgListener, PgPoolOptions};
+use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use vodfarm_core::http::ApiError;
+use vodfarm_core::outbox_loop::{self, OutboxRound, Wakeup};
 use vodfarm_core::telemetry::metrics_response;
 
 /// The NOTIFY channel of the outbox trigger.
@@ -119,19 +120,6 @@ impl Indexer {
         Ok(rows.len())
     }
 
-    /// Runs batches until the outbox has no unclaimed rows; returns how
-    /// many rows were applied.
-    pub async fn drain(&self) -> Result<usize, IndexError> {
-        let mut total = 0;
-        loop {
-            let n = self.run_batch().await?;
-            total += n;
-            if (n as i64) < self.batch_size {
-                return Ok(total);
-            }
-        }
-    }
-
     async fn refresh_backlog(&self) {
         match outbox::backlog(&self.pool).await {
             Ok((pending, oldest)) => {
@@ -143,69 +131,66 @@ impl Indexer {
     }
 
     /// Drains the outbox whenever it is notified or `poll` passes, until
-    /// `stop`; prunes what the index no longer needs every so often.
+    /// `stop` (the shared [`outbox_loop`]); prunes what the index no
+    /// longer needs every so often.
     pub async fn run(self, poll: Duration, tombstone_ttl: Duration, stop: CancellationToken) {
-        let mut listener = match PgListener::connect_with(&self.pool).await {
-            Ok(mut l) => match l.listen(CHANNEL).await {
-                Ok(()) => Some(l),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot LISTEN; polling the outbox only");
-                    None
-                }
-            },
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot LISTEN; polling the outbox only");
-                None
-            }
-        };
-        let mut backoff = Duration::from_millis(100);
-        let mut last_prune = Instant::now();
         tracing::info!(index = self.index.kind(), "search indexer running");
-        loop {
-            let wait = match self.drain().await {
-                Ok(n) => {
-                    if n > 0 {
-                        tracing::debug!(rows = n, "search outbox drained");
-                    }
-                    backoff = Duration::from_millis(100);
-                    poll
-                }
-                Err(e) => {
-                    self.metrics.batches.with_label_values(&["error"]).inc();
-                    tracing::warn!(error = %e, retry_in = ?backoff, "search batch failed; retrying");
-                    let b = backoff;
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
-                    b
-                }
-            };
-            self.refresh_backlog().await;
-            if last_prune.elapsed() > Duration::from_secs(600) {
-                last_prune = Instant::now();
-                match self.index.prune(tombstone_ttl).await {
-                    Ok(n) if n > 0 => tracing::info!(pruned = n, "search tombstones removed"),
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "search prune failed"),
-                }
+        let wakeup = Wakeup::new(None);
+        let pool = self.pool.clone();
+        let rounds = Rounds {
+            indexer: self,
+            tombstone_ttl,
+            last_prune: Mutex::new(Instant::now()),
+        };
+        tokio::join!(
+            outbox_loop::listen(&pool, CHANNEL, &wakeup, &stop),
+            outbox_loop::run(&rounds, &wakeup, poll, "search", &stop),
+        );
+        tracing::info!("search indexer stopped");
+    }
+}
+
+/// How often the index's tombstones are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
+
+/// The indexer's rounds, as the shared outbox loop runs them.
+struct Rounds {
+    indexer: Indexer,
+    tombstone_ttl: Duration,
+    last_prune: Mutex<Instant>,
+}
+
+impl OutboxRound for Rounds {
+    type Error = IndexError;
+
+    async fn round(&self) -> Result<usize, IndexError> {
+        self.indexer.run_batch().await
+    }
+
+    async fn idle(&self) {
+        self.indexer.refresh_backlog().await;
+        let due = match self.last_prune.lock() {
+            Ok(mut last) if last.elapsed() > PRUNE_EVERY => {
+                *last = Instant::now();
+                true
             }
-            let woken = async {
-                match listener.as_mut() {
-                    Some(l) => {
-                        if let Err(e) = l.recv().await {
-                            // PgListener reconnects on the next recv.
-                            tracing::warn!(error = %e, "search LISTEN connection lost");
-                            tokio::time::sleep(poll).await;
-                        }
-                    }
-                    None => std::future::pending::<()>().await,
-                }
-            };
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                _ = woken => {}
-                _ = tokio::time::sleep(wait) => {}
+            _ => false,
+        };
+        if due {
+            match self.indexer.index.prune(self.tombstone_ttl).await {
+                Ok(n) if n > 0 => tracing::info!(pruned = n, "search tombstones removed"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "search prune failed"),
             }
         }
-        tracing::info!("search indexer stopped");
+    }
+
+    fn failed(&self, _: &IndexError) {
+        self.indexer
+            .metrics
+            .batches
+            .with_label_values(&["error"])
+            .inc();
     }
 }
 

@@ -3,7 +3,8 @@
 //! really export.
 //!
 //! One real process per role (coordinator, api, worker, origin, an
-//! origin in its shield tier, a purger and a search indexer) on one
+//! origin in its shield tier, a purger, a webhook sender and a search
+//! indexer) on one
 //! database and one local-directory store. A video is uploaded through
 //! the api with tus and transcoded by the worker, then played through
 //! the shield and the origin, so the
@@ -114,7 +115,8 @@ async fn every_role_exports_lint_clean_metrics_that_the_dashboard_and_alerts_use
     .map(ToString::to_string)
     .collect();
     let api = ApiProcess::start(free_port(), api_args, vec![]).await;
-    let purger = PurgerProcess::start(&db.url).await;
+    let purger = RoleProcess::start("purger", &db.url, &["--allow-no-cdn"]).await;
+    let webhooks = RoleProcess::start("webhooks", &db.url, &[]).await;
     let indexer = IndexerProcess::start(&db.url, &[], &[]).await;
     let worker = WorkerProcess::start(
         &coordinator.base,
@@ -198,6 +200,7 @@ async fn every_role_exports_lint_clean_metrics_that_the_dashboard_and_alerts_use
         ("origin", metrics_text(&origin.base).await),
         ("shield", metrics_text(&shield.base).await),
         ("purger", metrics_text(&purger.base).await),
+        ("webhooks", metrics_text(&webhooks.base).await),
         ("search-indexer", metrics_text(&indexer.base).await),
     ];
 
@@ -207,6 +210,7 @@ async fn every_role_exports_lint_clean_metrics_that_the_dashboard_and_alerts_use
         "api" => "vodfarm_upload_bytes_total",
         "worker" => "vodfarm_worker_jobs_total",
         "purger" => "vodfarm_purger_backlog",
+        "webhooks" => "vodfarm_webhooks_backlog",
         "search-indexer" => "vodfarm_search_index_lag_seconds",
         _ => "vodfarm_origin_requests_total",
     };
@@ -265,41 +269,41 @@ async fn every_role_exports_lint_clean_metrics_that_the_dashboard_and_alerts_use
     );
 }
 
-/// A `vodfarm purger` with no CDN (`--allow-no-cdn`), killed on drop.
-struct PurgerProcess {
+/// A role that needs only the database (`vodfarm ROLE --listen …
+/// --database-url … ARGS`), killed on drop.
+struct RoleProcess {
     child: std::process::Child,
     base: String,
 }
 
-impl PurgerProcess {
-    async fn start(database_url: &str) -> PurgerProcess {
+impl RoleProcess {
+    async fn start(role: &str, database_url: &str, args: &[&str]) -> RoleProcess {
         let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_vodfarm"))
-            .arg("purger")
+            .arg(role)
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--database-url", database_url])
-            .arg("--allow-no-cdn")
+            .args(args)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .spawn()
-            .expect("spawn vodfarm purger");
-        let p = PurgerProcess {
+            .unwrap_or_else(|e| panic!("spawn vodfarm {role}: {e}"));
+        let p = RoleProcess {
             child,
             base: format!("http://127.0.0.1:{port}"),
         };
-        crate::common::wait_readyz(&p.base, "purger").await;
+        crate::common::wait_readyz(&p.base, role).await;
         p
     }
 }
 
-impl Drop for PurgerProcess {
+impl Drop for RoleProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
-/// The promtool binary, or a panic that says how to get it.
 pub(crate) fn promtool_or_explain() -> String {
     match Command::new("promtool").arg("--version").output() {
         Ok(out) if out.status.success() => "promtool".to_owned(),

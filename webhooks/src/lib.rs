@@ -24,16 +24,11 @@ pub mod metrics;
 pub mod outbox;
 pub mod runner;
 
-use axum::extract::State;
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 use vodfarm_core::config::parse_duration;
-use vodfarm_core::telemetry::metrics_response;
+use vodfarm_core::outbox_role::{self, BacklogMetrics, RoleSettings};
 
 /// Flags and environment of `vodfarm webhooks`.
 #[derive(Debug, Clone, clap::Args)]
@@ -129,13 +124,6 @@ pub enum WebhookError {
     Metrics(#[from] prometheus::Error),
 }
 
-#[derive(Clone)]
-struct Http {
-    runner: Arc<runner::Runner>,
-    outbox: outbox::Outbox,
-    metrics: metrics::WebhookMetrics,
-}
-
 /// Runs the sender until `shutdown` completes; then the batch in flight
 /// finishes and it returns.
 pub async fn run(
@@ -157,10 +145,9 @@ pub async fn run(
     let policy: vodfarm_core::destination::DestinationPolicy = args.destinations.into();
     tracing::info!(%addr, allow_http = policy.allow_http, allow_private = policy.allow_private, "webhook sender listening");
     let metrics = metrics::WebhookMetrics::new()?;
-    let outbox = outbox::Outbox::new(pool.clone());
     let sender = deliver::Sender::new(policy, args.request_timeout)?;
     let runner = runner::Runner::new(
-        outbox.clone(),
+        outbox::Outbox::new(pool.clone()),
         sender,
         metrics.clone(),
         runner::RunSettings {
@@ -182,73 +169,18 @@ pub async fn run(
             poll_interval: args.poll_interval.max(Duration::from_millis(100)),
         },
     );
-    let stop = CancellationToken::new();
-    let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(runner.clone().listen(stop.clone()));
-    tasks.spawn(runner.clone().run(stop.clone()));
-    tasks.spawn(prune(outbox.clone(), args.retention, stop.clone()));
-    let connections = vodfarm_core::serve::ConnectionMetrics::new(&metrics.registry)?;
-    let app = axum::Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_page))
-        .fallback(vodfarm_core::http::not_found_fallback)
-        .with_state(Http {
-            runner,
-            outbox,
-            metrics,
-        });
-    vodfarm_core::http::serve_until_shutdown(
+    let backlog = BacklogMetrics {
+        registry: metrics.registry.clone(),
+        pending: metrics.backlog.clone(),
+        oldest_pending: metrics.oldest_pending.clone(),
+        db_errors: metrics.db_errors.clone(),
+    };
+    let settings = RoleSettings {
         listener,
-        app,
-        (args.server.limits(), connections),
-        stop.clone(),
-        shutdown,
-        "webhooks",
-    )
-    .await;
-    while tasks.join_next().await.is_some() {}
-    pool.close().await;
-    tracing::info!("webhook sender stopped");
+        limits: args.server.limits(),
+        retention: args.retention,
+        name: "webhooks",
+    };
+    outbox_role::run(runner, backlog, settings, shutdown).await?;
     Ok(())
-}
-
-/// Deletes finished deliveries older than `retention`, hourly.
-async fn prune(outbox: outbox::Outbox, retention: Duration, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(Duration::from_secs(3600));
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.cancelled() => return,
-        }
-        match outbox.prune(retention).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(deleted = n, "old webhook deliveries pruned"),
-            Err(e) => tracing::warn!(error = %e, "pruning webhook deliveries failed"),
-        }
-    }
-}
-
-async fn healthz(State(s): State<Http>) -> Response {
-    axum::Json(serde_json::json!({
-        "status": "ok",
-        "listening": s.runner.is_listening(),
-    }))
-    .into_response()
-}
-
-async fn readyz(State(s): State<Http>) -> Response {
-    let answered = tokio::time::timeout(Duration::from_secs(2), s.outbox.backlog()).await;
-    vodfarm_core::http::database_readiness(matches!(answered, Ok(Ok(_))))
-}
-
-async fn metrics_page(State(s): State<Http>) -> Response {
-    match tokio::time::timeout(Duration::from_secs(2), s.outbox.backlog()).await {
-        Ok(Ok(b)) => {
-            s.metrics.backlog.set(b.pending);
-            s.metrics.oldest_pending.set(b.oldest_seconds);
-        }
-        _ => s.metrics.db_errors.inc(),
-    }
-    metrics_response(&s.metrics.registry)
 }

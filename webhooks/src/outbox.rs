@@ -13,6 +13,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Row};
 use std::time::Duration;
+use vodfarm_core::outbox_role::Backlog;
 
 /// A claimed delivery, with what sending it needs.
 #[derive(Clone)]
@@ -68,15 +69,6 @@ pub enum Written {
     Failed,
     /// Another sender owns the row now (our lease ran out).
     Fenced,
-}
-
-/// The pending deliveries and the oldest one's age.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Backlog {
-    /// Pending deliveries (enabled endpoints or not).
-    pub pending: i64,
-    /// Age of the oldest pending delivery, seconds (0 when none).
-    pub oldest_seconds: f64,
 }
 
 /// When endpoints are disabled.

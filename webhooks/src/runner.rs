@@ -1,24 +1,21 @@
 //! The delivery loop: claim due deliveries, send them (several at once),
 //! write back what happened.
 //!
-//! - Woken by `NOTIFY vodfarm_webhooks` (sent by the event trigger and by
-//!   replays when they commit), at the earliest `next_attempt_at`, and
-//!   every `poll_interval` as a safety net.
+//! - Paced by [`outbox_loop`]: woken by `NOTIFY vodfarm_webhooks` (sent
+//!   by the event trigger and by replays when they commit), at the
+//!   earliest `next_attempt_at`, and every `poll_interval` as a safety net.
 //! - Failed attempts are retried after `min(base·2^(n−1), max)·(0.75..1.25)`
 //!   until `retry_for` after the delivery was made; then it is `failed`.
-//! - The database going away is not fatal: the loop logs, backs off and
-//!   tries again; nothing is lost since the rows stay in the outbox.
 
 use crate::deliver::{Attempt, Sender};
 use crate::metrics::WebhookMetrics;
 use crate::outbox::{Claimed, DisableRule, Outbox, Written};
 use futures::StreamExt;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 use vodfarm_core::backoff::jittered;
+use vodfarm_core::outbox_loop::{OutboxRound, Wakeup};
+use vodfarm_core::outbox_role::{Backlog, OutboxRole};
 
 /// The channel the event trigger notifies.
 pub const CHANNEL: &str = "vodfarm_webhooks";
@@ -51,8 +48,7 @@ pub struct Runner {
     sender: Sender,
     metrics: WebhookMetrics,
     settings: RunSettings,
-    wake: Notify,
-    listening: AtomicBool,
+    wakeup: Wakeup,
 }
 
 impl Runner {
@@ -63,62 +59,14 @@ impl Runner {
         metrics: WebhookMetrics,
         settings: RunSettings,
     ) -> Arc<Runner> {
+        let wakeup = Wakeup::new(Some(metrics.listening.clone()));
         Arc::new(Runner {
             outbox,
             sender,
             metrics,
             settings,
-            wake: Notify::new(),
-            listening: AtomicBool::new(false),
+            wakeup,
         })
-    }
-
-    /// Whether the LISTEN connection is up.
-    pub fn is_listening(&self) -> bool {
-        self.listening.load(Ordering::SeqCst)
-    }
-
-    /// Runs until `stop`; a batch in flight is finished first.
-    pub async fn run(self: Arc<Self>, stop: CancellationToken) {
-        let mut failing = 0u32;
-        loop {
-            if stop.is_cancelled() {
-                return;
-            }
-            let wait = match self.pass().await {
-                Ok(claimed) => {
-                    failing = 0;
-                    if claimed > 0 {
-                        continue;
-                    }
-                    match self.outbox.next_due().await {
-                        Ok(Some(at)) => (at - chrono::Utc::now())
-                            .to_std()
-                            .unwrap_or(Duration::ZERO)
-                            .min(self.settings.poll_interval),
-                        Ok(None) => self.settings.poll_interval,
-                        Err(e) => {
-                            self.metrics.db_errors.inc();
-                            tracing::warn!(error = %e, "cannot read the next due delivery");
-                            self.settings.poll_interval
-                        }
-                    }
-                }
-                Err(e) => {
-                    failing += 1;
-                    self.metrics.db_errors.inc();
-                    if failing == 1 || failing % 10 == 0 {
-                        tracing::warn!(error = %e, failures = failing, "webhook outbox unavailable; retrying");
-                    }
-                    jittered(failing, Duration::from_millis(250), Duration::from_secs(5))
-                }
-            };
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(wait) => {}
-            }
-        }
     }
 
     /// One claim and its deliveries; returns how many were claimed.
@@ -227,45 +175,46 @@ impl Runner {
         }
         Ok(())
     }
+}
 
-    /// Listens for new deliveries until `stop`, reconnecting after a lost
-    /// connection (and looking once then: notifications may have been
-    /// missed).
-    pub async fn listen(self: Arc<Self>, stop: CancellationToken) {
-        while !stop.is_cancelled() {
-            let connected = async {
-                let mut l = sqlx::postgres::PgListener::connect_with(self.outbox.pool()).await?;
-                l.listen(CHANNEL).await?;
-                Ok::<_, sqlx::Error>(l)
-            }
-            .await;
-            let mut listener = match connected {
-                Ok(l) => l,
-                Err(e) => {
-                    tracing::debug!(error = %e, "LISTEN failed; retrying");
-                    tokio::select! {
-                        _ = stop.cancelled() => return,
-                        _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
-                    }
-                }
-            };
-            self.listening.store(true, Ordering::SeqCst);
-            self.metrics.listening.set(1);
-            self.wake.notify_one();
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    msg = listener.try_recv() => match msg {
-                        Ok(Some(_)) => self.wake.notify_one(),
-                        Ok(None) | Err(_) => {
-                            tracing::warn!("LISTEN connection lost; reconnecting");
-                            break;
-                        }
-                    }
-                }
-            }
-            self.listening.store(false, Ordering::SeqCst);
-            self.metrics.listening.set(0);
-        }
+impl OutboxRound for Runner {
+    type Error = sqlx::Error;
+
+    async fn round(&self) -> Result<usize, sqlx::Error> {
+        self.pass().await
+    }
+
+    async fn next_due(&self) -> Result<Option<chrono::DateTime<chrono::Utc>>, sqlx::Error> {
+        self.outbox.next_due().await
+    }
+
+    fn failed(&self, _: &sqlx::Error) {
+        self.metrics.db_errors.inc();
+    }
+}
+
+impl OutboxRole for Runner {
+    fn channel(&self) -> &'static str {
+        CHANNEL
+    }
+
+    fn pool(&self) -> &sqlx::PgPool {
+        self.outbox.pool()
+    }
+
+    fn wakeup(&self) -> &Wakeup {
+        &self.wakeup
+    }
+
+    fn poll_interval(&self) -> Duration {
+        self.settings.poll_interval
+    }
+
+    async fn backlog(&self) -> Result<Backlog, sqlx::Error> {
+        self.outbox.backlog().await
+    }
+
+    async fn prune(&self, retention: Duration) -> Result<u64, sqlx::Error> {
+        self.outbox.prune(retention).await
     }
 }

@@ -1,8 +1,9 @@
 //! MP4 downloads (`/v/{id}/{rung}/video.mp4`): the answer names the file
 //! after the video's title, `Content-Disposition: attachment` with an
 //! ASCII `filename` and the exact title in `filename*` (RFC 6266, RFC
-//! 5987). The title is read at answer time, so a renamed video downloads
-//! under its new name (renames purge the CDN too).
+//! 5987). The title is read from the database and reused for at most
+//! `access::TITLE_TTL` (10 s), so a renamed video downloads under its new
+//! name that soon (renames purge the CDN too).
 
 use super::{App, Body};
 use crate::Route;
