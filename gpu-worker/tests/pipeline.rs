@@ -71,6 +71,7 @@ fn a_one_second_source_becomes_segments_and_thumbnails() {
         limits: Limits::default(),
         packaging: Packaging::Ts,
         chunk: None,
+        gpu: None,
     };
     let out = transcode(&request, &JobControl::default(), move |s| {
         seen.lock().unwrap().push(s);
@@ -128,10 +129,94 @@ fn junk_is_refused_as_bad_input() {
             limits: Limits::default(),
             packaging: Packaging::Ts,
             chunk: None,
+            gpu: None,
         };
         let err = transcode(&request, &JobControl::default(), |_| Ok(())).unwrap_err();
         assert!(err.is_bad_input(), "{err}");
         assert!(err.to_string().contains(want), "{err}");
         assert!(!matches!(err, MediaError::Internal(_)));
+    }
+}
+
+/// Every segment file `transcode` wrote, by name, with its bytes.
+fn outputs(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files = Vec::new();
+    for rung in std::fs::read_dir(dir).unwrap() {
+        let rung = rung.unwrap().path();
+        for f in std::fs::read_dir(&rung).unwrap() {
+            let f = f.unwrap().path();
+            let name = f.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+            files.push((name, std::fs::read(&f).unwrap()));
+        }
+    }
+    files.sort();
+    files
+}
+
+#[test]
+fn with_the_workers_gpu_access_and_no_gpu_the_output_is_byte_for_byte_the_software_one() {
+    use std::sync::Arc;
+    use vodfarm_gpu_worker::media::gpu::plan::Device;
+    use vodfarm_gpu_worker::media::gpu::select::{GpuAccess, GpuEnvironment};
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src.mp4");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=640x360:rate=25:duration=2",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=300:duration=2",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-c:a",
+        "aac",
+        "-shortest",
+        src.to_str().unwrap(),
+    ]);
+    let env = GpuEnvironment::probe(true);
+    if env.report.cuda.is_ok() && !env.report.devices.is_empty() {
+        println!("this machine has a GPU: the software-equality check is for machines without one");
+        return;
+    }
+    let run = |out: &str, gpu: Option<GpuAccess>| {
+        let request = TranscodeRequest {
+            source: src.clone(),
+            work_dir: dir.path().join(out),
+            ladder: RenditionLadder::default(),
+            segment_seconds: 1,
+            preset: "ultrafast".into(),
+            stages: StageChoice::SOFTWARE,
+            limits: Limits::default(),
+            packaging: Packaging::Ts,
+            chunk: None,
+            gpu,
+        };
+        transcode(&request, &JobControl::default(), |_| Ok(())).unwrap()
+    };
+    let access = GpuAccess {
+        env: Arc::new(env),
+        nvenc_sessions: Arc::new(tokio::sync::Semaphore::new(8)),
+        metrics: None,
+    };
+    let with = run("with", Some(access));
+    let without = run("without", None);
+    assert_eq!(with.plan.summary(), "decode=cpu,scale=cpu,encode=cpu");
+    assert_eq!(with.plan.decode.device, Device::Cpu);
+    assert!(!with.plan.decode.reason.is_empty(), "the fallback says why");
+    assert_eq!(with.decoder, without.decoder);
+    let (a, b) = (
+        outputs(&dir.path().join("with")),
+        outputs(&dir.path().join("without")),
+    );
+    assert!(!a.is_empty());
+    assert_eq!(a.len(), b.len());
+    for ((name_a, bytes_a), (name_b, bytes_b)) in a.iter().zip(&b) {
+        assert_eq!(name_a, name_b);
+        assert!(bytes_a == bytes_b, "{name_a} differs between the two runs");
     }
 }
