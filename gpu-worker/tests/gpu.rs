@@ -61,6 +61,7 @@ fn ffmpeg(args: &[&str]) {
     );
 }
 
+/// A 30 fps H.264 source with B-frames and an AAC tone.
 fn source(dir: &Path, size: &str, seconds: &str) -> String {
     let path = dir.join("src.mp4").to_string_lossy().into_owned();
     ffmpeg(&[
@@ -68,6 +69,12 @@ fn source(dir: &Path, size: &str, seconds: &str) -> String {
         "lavfi",
         "-i",
         &format!("testsrc2=size={size}:rate=30,noise=alls=12:allf=t"),
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=300",
+        "-c:a",
+        "aac",
         "-t",
         seconds,
         "-c:v",
@@ -299,28 +306,7 @@ fn wired_transcode(dir: &Path, src: &Path, gpu: Option<GpuAccess>) -> TranscodeO
 fn the_transcode_job_runs_on_the_gpu_and_keeps_the_hls_layout() {
     require_gpu!("the_transcode_job_runs_on_the_gpu_and_keeps_the_hls_layout");
     let dir = tempfile::tempdir().expect("tempdir");
-    let src = dir.path().join("src.mp4");
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc2=size=1280x720:rate=30,noise=alls=12:allf=t",
-        "-f",
-        "lavfi",
-        "-i",
-        "sine=frequency=300",
-        "-t",
-        "5",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "veryfast",
-        "-pix_fmt",
-        "yuv420p",
-        "-c:a",
-        "aac",
-        &src.to_string_lossy(),
-    ]);
+    let src = std::path::PathBuf::from(source(dir.path(), "1280x720", "5"));
     let cpu_out = wired_transcode(&dir.path().join("cpu"), &src, None);
     let env = Arc::new(GpuEnvironment::probe(true));
     // As probed (NVENC where the GPU has it), then with no NVENC session

@@ -374,61 +374,29 @@ mod tests {
 
     #[test]
     fn encode_falls_back_alone() {
-        let busy = choose_path(&env(true), &facts(), false);
-        assert_eq!(
-            busy.path,
-            VideoPath::Gpu {
+        let big = SourceFacts {
+            width: 3840,
+            height: 2160,
+            largest_rung: (3840, 2160),
+            ..facts()
+        };
+        let cmaf = SourceFacts {
+            packaging: Packaging::Cmaf,
+            ..facts()
+        };
+        for (f, sessions_free, why) in [
+            (facts(), false, "NVENC session"),
+            (cmaf, true, "CMAF"),
+            (big, true, "larger than NVENC"),
+        ] {
+            let c = choose_path(&env(true), &f, sessions_free);
+            let want = VideoPath::Gpu {
                 ordinal: 0,
-                nvenc: false
-            }
-        );
-        assert!(
-            busy.plan.encode.reason.contains("NVENC session"),
-            "{:?}",
-            busy.plan.encode
-        );
-        let cmaf = choose_path(
-            &env(true),
-            &SourceFacts {
-                packaging: Packaging::Cmaf,
-                ..facts()
-            },
-            true,
-        );
-        assert_eq!(
-            cmaf.path,
-            VideoPath::Gpu {
-                ordinal: 0,
-                nvenc: false
-            }
-        );
-        assert!(
-            cmaf.plan.encode.reason.contains("CMAF"),
-            "{:?}",
-            cmaf.plan.encode
-        );
-        let big = choose_path(
-            &env(true),
-            &SourceFacts {
-                width: 3840,
-                height: 2160,
-                largest_rung: (3840, 2160),
-                ..facts()
-            },
-            true,
-        );
-        assert_eq!(
-            big.path,
-            VideoPath::Gpu {
-                ordinal: 0,
-                nvenc: false
-            }
-        );
-        assert!(
-            big.plan.encode.reason.contains("larger than NVENC"),
-            "{:?}",
-            big.plan.encode
-        );
+                nvenc: false,
+            };
+            assert_eq!(c.path, want, "{f:?}");
+            assert!(c.plan.encode.reason.contains(why), "{:?}", c.plan.encode);
+        }
     }
 
     #[test]
