@@ -69,8 +69,9 @@ pub struct WorkerArgs {
     /// the ladder's bitrates.
     #[arg(long, env = "VODFARM_X264_PRESET", default_value = "veryfast")]
     pub x264_preset: String,
-    /// `auto`: use NVDEC/NVENC when the driver and libavcodec have them
-    /// (software for the rest); `off`: software only.
+    /// `auto`: per job, NVDEC → CUDA scaler → NVENC with frames on the
+    /// GPU where the probe finds them (each stage falls back to software
+    /// alone, logging why); `off`: software only.
     #[arg(long, env = "VODFARM_GPU", default_value = "auto", value_parser = ["auto", "off"])]
     pub gpu: String,
     /// NVENC sessions this worker opens at once (a job holds one per rung
