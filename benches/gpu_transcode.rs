@@ -1,7 +1,9 @@
-//! `cargo bench --bench gpu_transcode`: the video ladder on the GPU (NVDEC
-//! → one fused CUDA scale pass → NVENC, or libx264 after downloading the
-//! rungs where the GPU has no NVENC) against one ffmpeg command doing the
-//! same ladder on the GPU: `-hwaccel cuda -hwaccel_output_format cuda`,
+//! `cargo bench --bench gpu_transcode`: the transcode job's own pipeline
+//! (`transcode()` with the worker's GPU access, as the transcode and chunk
+//! jobs call it) on the GPU (NVDEC → one fused CUDA scale pass → NVENC, or
+//! libx264 after downloading the rungs where the GPU has no NVENC; HLS
+//! MPEG-TS segments written) against one ffmpeg command doing the same
+//! ladder on the GPU: `-hwaccel cuda -hwaccel_output_format cuda`,
 //! `scale_cuda` per rung, `h264_nvenc` (or `hwdownload` + libx264).
 //!
 //! Source: BENCH_SECONDS (default 30) of 1080p30 `testsrc2` with temporal
@@ -14,48 +16,37 @@
 //! rungs, each against the source scaled with the area filter). Without a
 //! GPU: `gpu: NOT RUN (<reason>)`.
 
-use anyhow::{bail, Context, Result};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+#[path = "support/ffmpeg.rs"]
+mod ffmpeg_support;
+
+use anyhow::{Context, Result};
+use ffmpeg_support::{psnr, run};
+use std::path::PathBuf;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Instant;
 use vodfarm_core::ladder::RenditionLadder;
-use vodfarm_gpu_worker::media::gpu::ladder::{run_gpu_ladder, GpuLadderRequest, GpuRung};
-use vodfarm_gpu_worker::media::gpu::plan::{startup_plan, Device};
-use vodfarm_gpu_worker::media::probe::rung_size;
+use vodfarm_core::playlists::Packaging;
+use vodfarm_gpu_worker::media::gpu::plan::{Device, StagePlan};
+use vodfarm_gpu_worker::media::gpu::select::{GpuAccess, GpuEnvironment};
+use vodfarm_gpu_worker::media::probe::{rung_size, Limits};
+use vodfarm_gpu_worker::media::stages::StageChoice;
+use vodfarm_gpu_worker::media::transcode::{transcode, TranscodeRequest};
+use vodfarm_gpu_worker::media::JobControl;
 
 const SEGMENT: u32 = 6;
 const FPS: u32 = 30;
 
-fn run(cmd: &mut Command) -> Result<String> {
-    let out = cmd.output().with_context(|| format!("{cmd:?}"))?;
-    if !out.status.success() {
-        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(String::from_utf8_lossy(&out.stderr).into_owned())
-}
-
-/// PSNR of a raw H.264 rung against the source scaled to its size.
-fn psnr(encoded: &Path, source: &Path, w: u32, h: u32) -> Result<f64> {
-    let graph = format!(
-        "[1:v]scale={w}:{h}:flags=area,format=yuv420p,setpts=PTS-STARTPTS[ref];[0:v]setpts=PTS-STARTPTS[enc];[enc][ref]psnr"
-    );
-    let text = run(Command::new("ffmpeg")
-        .args(["-hide_banner", "-nostats", "-framerate", "30", "-i"])
-        .arg(encoded)
-        .arg("-i")
-        .arg(source)
-        .args(["-lavfi", &graph, "-f", "null", "-"]))?;
-    text.lines()
-        .rev()
-        .filter_map(|l| l.split("average:").nth(1))
-        .filter_map(|v| v.split_whitespace().next())
-        .find_map(|v| v.parse::<f64>().ok())
-        .context("no PSNR in ffmpeg's output")
+/// A rung of the peer's command and of the PSNR check.
+struct Rung {
+    width: u32,
+    height: u32,
+    bitrate: u32,
 }
 
 fn main() -> Result<()> {
-    let plan = startup_plan(true);
+    let env = GpuEnvironment::probe(true);
+    let plan = StagePlan::choose(&env.report, env.nvrtc.clone(), "h264", 8, true);
     if plan.decode.device == Device::Cpu || plan.scale.device == Device::Cpu {
         let why = if plan.decode.device == Device::Cpu {
             &plan.decode.reason
@@ -65,7 +56,6 @@ fn main() -> Result<()> {
         println!("gpu: NOT RUN ({why})");
         return Ok(());
     }
-    let nvenc = plan.encode.device != Device::Cpu;
     let seconds: u32 = std::env::var("BENCH_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -96,12 +86,12 @@ fn main() -> Result<()> {
         ])
         .arg(&source))?;
     let ladder = RenditionLadder::default();
-    let rungs: Vec<GpuRung> = ladder
+    let rungs: Vec<Rung> = ladder
         .rungs
         .iter()
         .map(|r| {
             let (width, height) = rung_size(1920, 1080, r.height);
-            GpuRung {
+            Rung {
                 width,
                 height,
                 bitrate: r.video_bitrate,
@@ -111,31 +101,53 @@ fn main() -> Result<()> {
     let frames = f64::from(seconds * FPS);
     let gop = SEGMENT * FPS;
 
-    // Ours.
-    let ours: Vec<PathBuf> = (0..rungs.len())
-        .map(|i| dir.path().join(format!("ours{i}.h264")))
-        .collect();
-    let mut files = ours
-        .iter()
-        .map(std::fs::File::create)
-        .collect::<std::io::Result<Vec<_>>>()?;
-    let request = GpuLadderRequest {
-        input: &source,
-        rungs: rungs.clone(),
-        gop,
+    // Ours: the job's pipeline, segments and playlists on disk.
+    let out_dir = dir.path().join("ours");
+    let request = TranscodeRequest {
+        source: source.clone(),
+        work_dir: out_dir.clone(),
+        ladder: ladder.clone(),
+        segment_seconds: SEGMENT,
         preset: preset.clone(),
+        stages: StageChoice::SOFTWARE,
+        limits: Limits::default(),
+        packaging: Packaging::Ts,
+        chunk: None,
+        gpu: Some(GpuAccess {
+            env: Arc::new(env),
+            nvenc_sessions: Arc::new(tokio::sync::Semaphore::new(64)),
+            metrics: None,
+        }),
     };
     let started = Instant::now();
-    let stats = run_gpu_ladder(&request, &plan, None, &mut |p| {
-        files[p.rung].write_all(p.data)?;
-        Ok(())
-    })?;
+    let output = transcode(&request, &JobControl::default(), |_| Ok(()))?;
     let ours_secs = started.elapsed().as_secs_f64();
-    drop(files);
+    let ran = output.plan.clone();
+    // The peer encodes where ours did.
+    let nvenc = ran.encode.device != Device::Cpu;
+    if ran.decode.device == Device::Cpu || ran.scale.device == Device::Cpu {
+        println!(
+            "gpu: NOT RUN (the job took the software path: {})",
+            ran.decode.reason
+        );
+        return Ok(());
+    }
+    let mut ours = Vec::new();
+    for r in &ladder.rungs {
+        let rendition = output
+            .renditions
+            .iter()
+            .find(|x| x.name == r.name)
+            .with_context(|| format!("no rendition {}", r.name))?;
+        let playlist = out_dir.join(&r.name).join("index.m3u8");
+        std::fs::write(&playlist, rendition.media_playlist_for(Packaging::Ts))?;
+        ours.push(playlist);
+    }
     let ours_fps = frames / ours_secs;
     println!(
-        "ours: {} frames in {ours_secs:.1} s, {ours_fps:.1} source fps",
-        stats.frames
+        "ours: {} frames in {ours_secs:.1} s, {ours_fps:.1} source fps ({})",
+        output.frames,
+        ran.summary()
     );
 
     // Peer: one ffmpeg command, frames on the GPU, one scale_cuda per rung.
@@ -213,8 +225,8 @@ fn main() -> Result<()> {
 
     let mut delta = 0.0;
     for (i, r) in rungs.iter().enumerate() {
-        let a = psnr(&ours[i], &source, r.width, r.height)?;
-        let b = psnr(&peer[i], &source, r.width, r.height)?;
+        let a = psnr(&ours[i], &source, r.width, r.height, "area", None)?;
+        let b = psnr(&peer[i], &source, r.width, r.height, "area", Some(FPS))?;
         println!(
             "{}x{}: PSNR ours {a:.2} dB, peer {b:.2} dB",
             r.width, r.height
@@ -224,7 +236,7 @@ fn main() -> Result<()> {
     delta /= rungs.len() as f64;
     println!(
         "gpu: stages={} ours_fps={ours_fps:.1} peer_fps={peer_fps:.1} ratio={:.2} psnr_delta_db={delta:.2}",
-        plan.summary(),
+        ran.summary(),
         ours_fps / peer_fps
     );
     Ok(())

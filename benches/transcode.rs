@@ -16,7 +16,11 @@
 //!
 //! Last line: `transcode: ours=<fps> peer=<fps> ratio=<x> psnr_delta_db=<x>`.
 
-use anyhow::{bail, Context, Result};
+#[path = "support/ffmpeg.rs"]
+mod ffmpeg_support;
+
+use anyhow::Result;
+use ffmpeg_support::{psnr, run};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -28,32 +32,6 @@ use vodfarm_gpu_worker::media::transcode::{transcode, TranscodeRequest};
 use vodfarm_gpu_worker::media::JobControl;
 
 const SEGMENT: u32 = 6;
-
-fn run(cmd: &mut Command) -> Result<String> {
-    let out = cmd.output().with_context(|| format!("{cmd:?}"))?;
-    if !out.status.success() {
-        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(String::from_utf8_lossy(&out.stderr).into_owned())
-}
-
-fn psnr(encoded: &Path, source: &Path, w: u32, h: u32) -> Result<f64> {
-    let graph = format!(
-        "[1:v]scale={w}:{h}:flags=bicubic,format=yuv420p,setpts=PTS-STARTPTS[ref];[0:v]setpts=PTS-STARTPTS[enc];[enc][ref]psnr"
-    );
-    let text = run(Command::new("ffmpeg")
-        .args(["-hide_banner", "-nostats", "-i"])
-        .arg(encoded)
-        .arg("-i")
-        .arg(source)
-        .args(["-lavfi", &graph, "-f", "null", "-"]))?;
-    text.lines()
-        .rev()
-        .filter_map(|l| l.split("average:").nth(1))
-        .filter_map(|v| v.split_whitespace().next())
-        .find_map(|v| v.parse::<f64>().ok())
-        .context("no PSNR in ffmpeg's output")
-}
 
 fn main() -> Result<()> {
     let seconds: u32 = std::env::var("BENCH_SECONDS")
@@ -103,6 +81,7 @@ fn main() -> Result<()> {
         limits: Limits::default(),
         packaging: Packaging::Ts,
         chunk: None,
+        gpu: None,
     };
     let done = finished.clone();
     let started = Instant::now();
@@ -209,8 +188,8 @@ fn main() -> Result<()> {
         let (w, h) = rung_size(1920, 1080, r.height);
         let ours_pl: PathBuf = finished.join(&r.name).join("playlist.m3u8");
         let peer_pl: PathBuf = peer_dir.join(i.to_string()).join("playlist.m3u8");
-        let o = psnr(&ours_pl, &source, w, h)?;
-        let p = psnr(&peer_pl, &source, w, h)?;
+        let o = psnr(&ours_pl, &source, w, h, "bicubic", None)?;
+        let p = psnr(&peer_pl, &source, w, h, "bicubic", None)?;
         println!("{:>6}: PSNR ours {o:.2} dB, peer {p:.2} dB", r.name);
         deltas.push(o - p);
     }

@@ -128,6 +128,7 @@ fn cmaf_plays_over_hls_and_dash_with_continuous_fragments() {
         limits: Limits::default(),
         packaging: Packaging::Cmaf,
         chunk: None,
+        gpu: None,
     };
     let output = transcode(&request, &JobControl::default(), move |s| {
         files.lock().unwrap().push(s);

@@ -1,15 +1,24 @@
 //! The GPU path on a real NVIDIA GPU: NVDEC against libavcodec (bit
 //! exact), the CUDA scaler against its CPU reference (within 1 LSB), and
-//! the GPU ladder's output (NVENC, or libx264 after download) decoded
-//! clean by `ffmpeg -xerror` as HLS. Without a GPU each test prints that
+//! the transcode job's pipeline on the GPU (NVENC, or libx264 after
+//! download) whose HLS `ffmpeg -xerror` decodes clean, cut into the same
+//! segments as the software path. Without a GPU each test prints that
 //! it did NOT run and returns: they never count as passed there
 //! (`scripts/gpu-check.sh` runs them on a GPU machine).
 
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+use vodfarm_core::ladder::RenditionLadder;
+use vodfarm_core::playlists::Packaging;
 use vodfarm_gpu_worker::media::gpu::frames::{planes_of, OwnedSource};
-use vodfarm_gpu_worker::media::gpu::ladder::{run_gpu_ladder, GpuLadderRequest, GpuRung};
-use vodfarm_gpu_worker::media::gpu::plan::{startup_plan, Device, Stage, StagePlan};
+use vodfarm_gpu_worker::media::gpu::plan::Device;
+use vodfarm_gpu_worker::media::gpu::select::{GpuAccess, GpuEnvironment};
+use vodfarm_gpu_worker::media::probe::Limits;
+use vodfarm_gpu_worker::media::stages::StageChoice;
+use vodfarm_gpu_worker::media::transcode::{transcode, TranscodeOutput, TranscodeRequest};
+use vodfarm_gpu_worker::media::JobControl;
 use vodfarm_native::cuda::CudaContext;
 use vodfarm_native::nvdec::{Codec, NvdecDecoder};
 use vodfarm_native::nvrtc::Nvrtc;
@@ -52,6 +61,7 @@ fn ffmpeg(args: &[&str]) {
     );
 }
 
+/// A 30 fps H.264 source with B-frames and an AAC tone.
 fn source(dir: &Path, size: &str, seconds: &str) -> String {
     let path = dir.join("src.mp4").to_string_lossy().into_owned();
     ffmpeg(&[
@@ -59,6 +69,12 @@ fn source(dir: &Path, size: &str, seconds: &str) -> String {
         "lavfi",
         "-i",
         &format!("testsrc2=size={size}:rate=30,noise=alls=12:allf=t"),
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=300",
+        "-c:a",
+        "aac",
         "-t",
         seconds,
         "-c:v",
@@ -258,99 +274,6 @@ fn cuda_scaler_is_within_one_lsb_of_the_reference() {
     println!("CUDA scaler: every rung and the sprite tile within 1 LSB of the CPU reference (NV12 and P010)");
 }
 
-fn ladder_decodes_clean(plan: &StagePlan, label: &str) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let src = source(dir.path(), "1280x720", "4");
-    let req = GpuLadderRequest {
-        input: Path::new(&src),
-        rungs: vec![
-            GpuRung {
-                width: 1280,
-                height: 720,
-                bitrate: 2_500_000,
-            },
-            GpuRung {
-                width: 426,
-                height: 240,
-                bitrate: 400_000,
-            },
-        ],
-        gop: 60,
-        preset: "veryfast".to_owned(),
-    };
-    let mut streams = [Vec::new(), Vec::new()];
-    let mut keys = [Vec::new(), Vec::new()];
-    let stats = run_gpu_ladder(&req, plan, None, &mut |p| {
-        streams[p.rung].extend_from_slice(p.data);
-        if p.keyframe {
-            keys[p.rung].push(p.pts);
-        }
-        Ok(())
-    })
-    .expect("GPU ladder");
-    assert_eq!(stats.frames, 120);
-    for (i, es) in streams.iter().enumerate() {
-        assert!(
-            keys[i].contains(&0) && keys[i].contains(&60),
-            "{label} rung {i}: IDRs at {:?}",
-            keys[i]
-        );
-        let h264 = dir.path().join(format!("rung{i}.h264"));
-        std::fs::write(&h264, es).expect("write");
-        let hls = dir.path().join(format!("rung{i}.m3u8"));
-        ffmpeg(&[
-            "-r",
-            "30",
-            "-i",
-            &h264.to_string_lossy(),
-            "-c",
-            "copy",
-            "-f",
-            "hls",
-            "-hls_time",
-            "2",
-            "-hls_playlist_type",
-            "vod",
-            &hls.to_string_lossy(),
-        ]);
-        ffmpeg(&["-xerror", "-i", &hls.to_string_lossy(), "-f", "null", "-"]);
-    }
-    println!(
-        "GPU ladder ({label}, {}): {} frames, HLS decodes clean",
-        plan.summary(),
-        stats.frames
-    );
-}
-
-#[test]
-fn gpu_ladder_hls_decodes_clean() {
-    require_gpu!("gpu_ladder_hls_decodes_clean");
-    let plan = startup_plan(true);
-    if plan.scale.device == Device::Cpu {
-        println!(
-            "GPU ladder did NOT run: the scaler is on the CPU ({})",
-            plan.scale.reason
-        );
-        return;
-    }
-    ladder_decodes_clean(&plan, "as probed");
-    if plan.encode.device != Device::Cpu {
-        // Also the no-NVENC path (A100/H100/H200) on this GPU.
-        let mut download = plan.clone();
-        download.encode = Stage {
-            device: Device::Cpu,
-            implementation: "libx264",
-            reason: "forced by the test".to_owned(),
-        };
-        ladder_decodes_clean(&download, "download + libx264");
-    } else {
-        println!(
-            "NVENC part skipped: this GPU has no usable NVENC ({}); the download + libx264 path ran",
-            plan.encode.reason
-        );
-    }
-}
-
 #[test]
 fn probe_on_a_gpu_lists_devices() {
     require_gpu!("probe_on_a_gpu_lists_devices");
@@ -358,4 +281,84 @@ fn probe_on_a_gpu_lists_devices() {
     let d = &report.devices[0];
     assert!(d.info.total_memory > 0);
     println!("{report:#?}");
+}
+
+/// The transcode job's own pipeline (`transcode()`, what the transcode
+/// and chunk jobs call) with the worker's GPU access: the frames take the
+/// GPU path, and the HLS it writes has the software path's layout.
+fn wired_transcode(dir: &Path, src: &Path, gpu: Option<GpuAccess>) -> TranscodeOutput {
+    let request = TranscodeRequest {
+        source: src.to_path_buf(),
+        work_dir: dir.to_path_buf(),
+        ladder: RenditionLadder::default(),
+        segment_seconds: 2,
+        preset: "veryfast".into(),
+        stages: StageChoice::SOFTWARE,
+        limits: Limits::default(),
+        packaging: Packaging::Ts,
+        chunk: None,
+        gpu,
+    };
+    transcode(&request, &JobControl::default(), |_| Ok(())).expect("transcode")
+}
+
+#[test]
+fn the_transcode_job_runs_on_the_gpu_and_keeps_the_hls_layout() {
+    require_gpu!("the_transcode_job_runs_on_the_gpu_and_keeps_the_hls_layout");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = std::path::PathBuf::from(source(dir.path(), "1280x720", "5"));
+    let cpu_out = wired_transcode(&dir.path().join("cpu"), &src, None);
+    let env = Arc::new(GpuEnvironment::probe(true));
+    // As probed (NVENC where the GPU has it), then with no NVENC session
+    // free: the download + libx264 path (A100/H100/H200) on any GPU.
+    for (label, sessions) in [("as probed", 16), ("no NVENC session free", 0)] {
+        let access = GpuAccess {
+            env: Arc::clone(&env),
+            nvenc_sessions: Arc::new(Semaphore::new(sessions)),
+            metrics: None,
+        };
+        let out_dir = dir.path().join(format!("gpu{sessions}"));
+        let gpu_out = wired_transcode(&out_dir, &src, Some(access));
+        assert_eq!(
+            (gpu_out.plan.decode.device, gpu_out.plan.scale.device),
+            (Device::Gpu(0), Device::Gpu(0)),
+            "{label}: the job's plan: {:?}",
+            gpu_out.plan
+        );
+        assert_eq!(gpu_out.decoder, "nvdec");
+        if sessions == 0 {
+            assert_eq!(gpu_out.plan.encode.device, Device::Cpu);
+        }
+        assert_eq!(gpu_out.frames, cpu_out.frames);
+        assert_eq!(gpu_out.renditions.len(), cpu_out.renditions.len());
+        for (g, c) in gpu_out.renditions.iter().zip(&cpu_out.renditions) {
+            assert_eq!((g.width, g.height), (c.width, c.height), "{}", g.name);
+            let durations = |r: &vodfarm_gpu_worker::media::hls::RenditionSummary| {
+                r.segments.iter().map(|s| s.duration).collect::<Vec<_>>()
+            };
+            assert_eq!(
+                durations(g),
+                durations(c),
+                "{label} {}: segment boundaries",
+                g.name
+            );
+            let playlist = out_dir.join(&g.name).join("index.m3u8");
+            std::fs::write(&playlist, g.media_playlist_for(Packaging::Ts)).expect("playlist");
+            ffmpeg(&[
+                "-xerror",
+                "-i",
+                &playlist.to_string_lossy(),
+                "-f",
+                "null",
+                "-",
+            ]);
+        }
+        println!(
+            "GPU job path ({label}: {}, decoder {}): {} renditions x {} frames, HLS decodes clean, same segments as the CPU path",
+            gpu_out.plan.summary(),
+            gpu_out.decoder,
+            gpu_out.renditions.len(),
+            gpu_out.frames
+        );
+    }
 }

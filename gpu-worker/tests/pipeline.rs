@@ -36,20 +36,18 @@ fn probe_json(path: &Path) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("ffprobe json")
 }
 
-#[test]
-fn a_one_second_source_becomes_segments_and_thumbnails() {
-    let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("src.mp4");
-    let src_s = src.to_str().unwrap();
+/// `dir/src.mp4`: `seconds` of 640x360 25 fps H.264 and an AAC tone.
+fn source(dir: &Path, seconds: u32) -> std::path::PathBuf {
+    let src = dir.join("src.mp4");
     ffmpeg(&[
         "-f",
         "lavfi",
         "-i",
-        "testsrc2=size=640x360:rate=25:duration=1",
+        &format!("testsrc2=size=640x360:rate=25:duration={seconds}"),
         "-f",
         "lavfi",
         "-i",
-        "sine=frequency=300:duration=1",
+        &format!("sine=frequency=300:duration={seconds}"),
         "-c:v",
         "libx264",
         "-preset",
@@ -57,21 +55,39 @@ fn a_one_second_source_becomes_segments_and_thumbnails() {
         "-c:a",
         "aac",
         "-shortest",
-        src_s,
+        src.to_str().unwrap(),
     ]);
-    let segments = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let seen = segments.clone();
-    let request = TranscodeRequest {
-        source: src.clone(),
-        work_dir: dir.path().join("out"),
+    src
+}
+
+/// The default ladder, software stages, MPEG-TS, `ultrafast`.
+fn ts_request(
+    source: &Path,
+    work_dir: &Path,
+    segment_seconds: u32,
+    gpu: Option<vodfarm_gpu_worker::media::gpu::select::GpuAccess>,
+) -> TranscodeRequest {
+    TranscodeRequest {
+        source: source.to_path_buf(),
+        work_dir: work_dir.to_path_buf(),
         ladder: RenditionLadder::default(),
-        segment_seconds: 1,
+        segment_seconds,
         preset: "ultrafast".into(),
         stages: StageChoice::SOFTWARE,
         limits: Limits::default(),
         packaging: Packaging::Ts,
         chunk: None,
-    };
+        gpu,
+    }
+}
+
+#[test]
+fn a_one_second_source_becomes_segments_and_thumbnails() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = source(dir.path(), 1);
+    let segments = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = segments.clone();
+    let request = ts_request(&src, &dir.path().join("out"), 1, None);
     let out = transcode(&request, &JobControl::default(), move |s| {
         seen.lock().unwrap().push(s);
         Ok(())
@@ -118,20 +134,64 @@ fn junk_is_refused_as_bad_input() {
     )
     .unwrap();
     for (path, want) in [(&empty, "empty"), (&text, "not a video")] {
-        let request = TranscodeRequest {
-            source: path.clone(),
-            work_dir: dir.path().join("out"),
-            ladder: RenditionLadder::default(),
-            segment_seconds: 2,
-            preset: "ultrafast".into(),
-            stages: StageChoice::SOFTWARE,
-            limits: Limits::default(),
-            packaging: Packaging::Ts,
-            chunk: None,
-        };
+        let request = ts_request(path, &dir.path().join("out"), 2, None);
         let err = transcode(&request, &JobControl::default(), |_| Ok(())).unwrap_err();
         assert!(err.is_bad_input(), "{err}");
         assert!(err.to_string().contains(want), "{err}");
         assert!(!matches!(err, MediaError::Internal(_)));
+    }
+}
+
+/// Every segment file `transcode` wrote, by name, with its bytes.
+fn outputs(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files = Vec::new();
+    for rung in std::fs::read_dir(dir).unwrap() {
+        let rung = rung.unwrap().path();
+        for f in std::fs::read_dir(&rung).unwrap() {
+            let f = f.unwrap().path();
+            let name = f.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+            files.push((name, std::fs::read(&f).unwrap()));
+        }
+    }
+    files.sort();
+    files
+}
+
+#[test]
+fn with_the_workers_gpu_access_and_no_gpu_the_output_is_byte_for_byte_the_software_one() {
+    use std::sync::Arc;
+    use vodfarm_gpu_worker::media::gpu::plan::Device;
+    use vodfarm_gpu_worker::media::gpu::select::{GpuAccess, GpuEnvironment};
+    let dir = tempfile::tempdir().unwrap();
+    let src = source(dir.path(), 2);
+    let env = GpuEnvironment::probe(true);
+    if env.report.cuda.is_ok() && !env.report.devices.is_empty() {
+        println!("this machine has a GPU: the software-equality check is for machines without one");
+        return;
+    }
+    let run = |out: &str, gpu: Option<GpuAccess>| {
+        let request = ts_request(&src, &dir.path().join(out), 1, gpu);
+        transcode(&request, &JobControl::default(), |_| Ok(())).unwrap()
+    };
+    let access = GpuAccess {
+        env: Arc::new(env),
+        nvenc_sessions: Arc::new(tokio::sync::Semaphore::new(8)),
+        metrics: None,
+    };
+    let with = run("with", Some(access));
+    let without = run("without", None);
+    assert_eq!(with.plan.summary(), "decode=cpu,scale=cpu,encode=cpu");
+    assert_eq!(with.plan.decode.device, Device::Cpu);
+    assert!(!with.plan.decode.reason.is_empty(), "the fallback says why");
+    assert_eq!(with.decoder, without.decoder);
+    let (a, b) = (
+        outputs(&dir.path().join("with")),
+        outputs(&dir.path().join("without")),
+    );
+    assert!(!a.is_empty());
+    assert_eq!(a.len(), b.len());
+    for ((name_a, bytes_a), (name_b, bytes_b)) in a.iter().zip(&b) {
+        assert_eq!(name_a, name_b);
+        assert!(bytes_a == bytes_b, "{name_a} differs between the two runs");
     }
 }

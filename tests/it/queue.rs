@@ -12,6 +12,7 @@ use vodfarm_coordinator::pipeline::upload_jobs;
 use vodfarm_core::jobs::{EncodingOutput, JobOutputs, JobStatus, JobType, SourceMetadata};
 use vodfarm_core::ladder::RenditionLadder;
 use vodfarm_core::layout;
+use vodfarm_gpu_worker::worker::lease_capabilities;
 use vodfarm_gpu_worker::{ClientError, CoordinatorClient};
 
 fn worker(c: &CoordinatorProcess, name: &str) -> CoordinatorClient {
@@ -486,6 +487,37 @@ async fn capabilities_and_job_types_filter_leases() {
         .await
         .unwrap();
     assert_eq!(g.iter().map(|j| j.id).collect::<Vec<_>>(), [ids[0]]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gpu_encode_job_goes_only_to_a_worker_with_a_free_nvenc_session() {
+    let db = TestDb::new().await;
+    let c = CoordinatorProcess::start(&db, &[]).await;
+    let (video, _) = insert_video(&db.pool).await;
+    let mut needs_nvenc = job(JobType::Transcode, 0);
+    needs_nvenc.required_capabilities = vec!["gpu-encode".into()];
+    let ids = enqueue(&db.pool, video, &[needs_nvenc]).await;
+    let all: Vec<String> = [
+        "cuda",
+        "nvdec",
+        "nvenc",
+        "gpu-decode",
+        "gpu-scale",
+        "gpu-encode",
+    ]
+    .map(String::from)
+    .to_vec();
+    // What a worker sends with every NVENC session taken, then with one free.
+    let busy = lease_capabilities(&all, 0);
+    let free = lease_capabilities(&all, 2);
+    let w = worker(&c, "gpu");
+    assert!(w
+        .lease(&[], &busy, 5, Duration::ZERO)
+        .await
+        .unwrap()
+        .is_empty());
+    let got = w.lease(&[], &free, 5, Duration::ZERO).await.unwrap();
+    assert_eq!(got.iter().map(|j| j.id).collect::<Vec<_>>(), ids);
 }
 
 async fn snapshot(db: &TestDb) -> Vec<(i64, String, i32, Option<String>)> {

@@ -468,6 +468,20 @@ async fn sources_of_every_shape_become_hls_ladders_and_bad_uploads_fail_clearly(
             >= cases.len() as f64,
         "{metrics}"
     );
+    // Per-stage frames, on the device each stage ran on: the CPU here;
+    // the GPU where scripts/gpu-check.sh runs this with --gpu auto.
+    let device = match std::env::var("VODFARM_TEST_GPU").as_deref() {
+        Ok("auto") => "gpu0",
+        _ => "cpu",
+    };
+    for stage in ["decode", "scale"] {
+        let name =
+            format!("vodfarm_worker_stage_frames_total{{device=\"{device}\",stage=\"{stage}\"}}");
+        assert!(
+            metric(&metrics, &name).unwrap_or(0.0) > 0.0,
+            "{name}: {metrics}"
+        );
+    }
     let leftovers: Vec<_> = std::fs::read_dir(&scratch).unwrap().collect();
     assert!(leftovers.is_empty(), "scratch cleaned: {leftovers:?}");
     assert_eq!(

@@ -15,6 +15,7 @@
 //! - [`mp4`]: a rung's segments remuxed into one faststart MP4 (downloads).
 //! - [`thumbs`]: thumbnails, poster, sprite and storyboard.
 
+mod cfr;
 pub mod chunks;
 pub mod cmaf;
 pub mod continuity;

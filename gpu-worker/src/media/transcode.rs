@@ -12,14 +12,18 @@
 //! own, so scaling and encoding of all rungs run in parallel with
 //! decoding.
 
+use super::cfr::ConstantRate;
 use super::chunks::ChunkSpec;
 use super::cmaf::{CmafPackager, CmafTrack};
 use super::error::MediaError;
+use super::gpu::front::{FrontRung, FrontSettings, GpuFront};
+use super::gpu::plan::{Device, Stage, StagePlan};
+use super::gpu::select::{choose_path, GpuAccess, PathChoice, SourceFacts, VideoPath};
 use super::hls::{is_segment_start, RenditionSummary, SegmentFile, SegmenterConfig, TsSegmenter};
 use super::probe::{self, rung_size, Limits, SourceInfo};
 use super::stages::{
-    AacEncoder, Decoder, Encoder, LibavDecoder, LibavH264Encoder, Packager, Scaler, StageChoice,
-    SwsScaler, VideoEncoderSettings,
+    h264_stream_parameters, AacEncoder, Decoder, Encoder, LibavDecoder, LibavH264Encoder, Packager,
+    Scaler, StageChoice, SwsScaler, VideoEncoderSettings,
 };
 use super::JobControl;
 use ffmpeg::{format, frame, Packet, Rational};
@@ -55,6 +59,8 @@ pub struct TranscodeRequest {
     /// Only this chunk of the video (`source` is the chunk's file; MPEG-TS
     /// only); `None`: the whole video.
     pub chunk: Option<ChunkSpec>,
+    /// The worker's GPUs (`None`: the software path, as `stages` says).
+    pub gpu: Option<GpuAccess>,
 }
 
 /// What a transcode produced.
@@ -70,111 +76,158 @@ pub struct TranscodeOutput {
     pub frames: i64,
     /// Which decoder ran.
     pub decoder: String,
+    /// Where each stage ran, and why on the CPU.
+    pub plan: StagePlan,
 }
 
-/// Hands one constant-rate picture (and its output index) to the rungs.
-type EmitPicture<'a> = dyn FnMut(&Arc<frame::Video>, i64) -> Result<(), MediaError> + 'a;
-
-enum RungMessage {
+/// What the decode side sends each rung's thread.
+pub(crate) enum RungMessage {
+    /// A decoded picture the rung scales and encodes (software path).
     Picture(Arc<frame::Video>, i64),
+    /// The rung's picture, already scaled (GPU scaler, downloaded), to
+    /// encode as output frame `i64`.
+    Scaled(frame::Video, i64),
+    /// An encoded access unit (NVENC) to package.
+    Encoded(Packet),
+    /// Audio, the same packets for every rung.
     Audio(Packet),
+    /// The end, with the frame count.
     End(i64),
 }
 
-/// Turns variable-rate decoded pictures into a constant-rate sequence:
-/// each output slot gets the latest picture at or before its time
-/// (duplicating or dropping as the ffmpeg `fps` filter does).
-struct ConstantRate {
-    fps: Rational,
-    time_base: Rational,
-    origin: Option<i64>,
-    pending: Option<(Arc<frame::Video>, i64)>,
-    next_slot: i64,
-    max_gap_slots: i64,
+/// Where the decode side's frames go: every rung's queue (and the CMAF
+/// audio thread's, last), within the job's frame range and limits.
+pub(crate) struct RungOut<'a> {
+    senders: &'a [SyncSender<RungMessage>],
+    end_frame: Option<i64>,
+    max_dimension: u32,
+    /// The job's progress and frame counter.
+    pub(crate) control: &'a JobControl,
 }
 
-impl ConstantRate {
-    fn slot(&self, ts: i64) -> i64 {
-        let secs = (ts - self.origin.unwrap_or(ts)) as f64 * f64::from(self.time_base);
-        (secs * f64::from(self.fps)).round() as i64
+impl RungOut<'_> {
+    /// Whether output frame `index` belongs to this job (a chunk stops
+    /// before the next chunk's first frame).
+    pub(crate) fn wants(&self, index: i64) -> bool {
+        self.end_frame.is_none_or(|e| index < e)
     }
 
-    fn push(
-        &mut self,
-        picture: frame::Video,
-        emit: &mut EmitPicture<'_>,
-    ) -> Result<(), MediaError> {
-        let ts = picture.timestamp().or(picture.pts());
-        let ts = match (ts, self.origin, &self.pending) {
-            (Some(t), _, _) => t,
-            // No timestamp: the slot after the pending picture's.
-            (None, Some(_), Some((_, last_ts))) => {
-                last_ts + (f64::from(self.fps.invert()) / f64::from(self.time_base)).round() as i64
-            }
-            (None, _, _) => 0,
-        };
-        if self.origin.is_none() {
-            self.origin = Some(ts);
+    /// Refuses pictures beyond `--max-dimension` (decompression bombs).
+    pub(crate) fn check_size(&self, width: u32, height: u32) -> Result<(), MediaError> {
+        if width > self.max_dimension || height > self.max_dimension {
+            return Err(MediaError::BadDimensions {
+                width,
+                height,
+                max: self.max_dimension,
+            });
         }
-        let slot = self.slot(ts);
-        if let Some((last, last_ts)) = self.pending.take() {
-            if slot - self.next_slot > self.max_gap_slots {
-                let fps = f64::from(self.fps);
-                return Err(MediaError::Gap {
-                    at: self.next_slot as f64 / fps,
-                    seconds: (slot - self.next_slot) as f64 / fps,
-                    max: self.max_gap_slots as f64 / fps,
-                });
-            }
-            if slot <= self.next_slot {
-                // Two pictures for one slot: the later one wins.
-                let _ = (last, last_ts);
-            } else {
-                while self.next_slot < slot {
-                    emit(&last, self.next_slot)?;
-                    self.next_slot += 1;
-                }
-            }
-        }
-        self.pending = Some((Arc::new(picture), ts));
         Ok(())
     }
 
-    /// A chunk's end: the last picture fills the slots up to `end` (the
-    /// next chunk's first frame); returns the frame count (`end`).
-    fn finish_until(&mut self, end: i64, emit: &mut EmitPicture<'_>) -> Result<i64, MediaError> {
-        if let Some((last, _)) = self.pending.take() {
-            while self.next_slot < end {
-                emit(&last, self.next_slot)?;
-                self.next_slot += 1;
-            }
-        }
-        Ok(self.next_slot.min(end))
+    /// Sends `msg` to rung `i`.
+    pub(crate) fn send(&self, i: usize, msg: RungMessage) -> Result<(), MediaError> {
+        // A closed channel means that rung failed; its error is reported
+        // when it is joined.
+        self.senders
+            .get(i)
+            .ok_or_else(|| MediaError::Internal(format!("no rung {i}")))?
+            .send(msg)
+            .map_err(|_| MediaError::Cancelled)
     }
 
-    /// Emits the last picture for its own slot(s); returns the frame count.
-    fn finish(
-        &mut self,
-        last_duration: i64,
-        emit: &mut EmitPicture<'_>,
-    ) -> Result<i64, MediaError> {
-        if let Some((last, ts)) = self.pending.take() {
-            let end = self.slot(ts + last_duration.max(0)).max(self.next_slot + 1);
-            let end = end.min(self.next_slot + self.max_gap_slots);
-            while self.next_slot < end {
-                emit(&last, self.next_slot)?;
-                self.next_slot += 1;
-            }
+    /// Sends what `make` makes to every queue.
+    fn broadcast(&self, make: &dyn Fn() -> RungMessage) -> Result<(), MediaError> {
+        for i in 0..self.senders.len() {
+            self.send(i, make())?;
         }
-        Ok(self.next_slot)
+        Ok(())
     }
+
+    /// One constant-rate picture for every rung to scale.
+    fn picture(&self, picture: &Arc<frame::Video>, index: i64) -> Result<(), MediaError> {
+        if !self.wants(index) {
+            return Ok(());
+        }
+        self.broadcast(&|| RungMessage::Picture(picture.clone(), index))
+    }
+}
+
+/// The decode side: libav's decoder and the rungs' swscale, or the GPU
+/// front (NVDEC and the fused scaler, and NVENC when the path has it).
+enum Front {
+    Cpu {
+        decoder: LibavDecoder,
+        cfr: ConstantRate<Arc<frame::Video>>,
+    },
+    Gpu(Box<GpuFront>),
+}
+
+impl Front {
+    /// One packet of the video stream.
+    fn feed(&mut self, packet: &Packet, out: &RungOut<'_>) -> Result<(), MediaError> {
+        match self {
+            Front::Cpu { decoder, cfr } => cpu_decode(decoder, cfr, Some(packet), out),
+            Front::Gpu(gpu) => gpu.feed(Some(packet), out),
+        }
+    }
+
+    /// End of the stream: drains the decoder.
+    fn drain(&mut self, out: &RungOut<'_>) -> Result<(), MediaError> {
+        match self {
+            Front::Cpu { decoder, cfr } => cpu_decode(decoder, cfr, None, out),
+            Front::Gpu(gpu) => gpu.feed(None, out),
+        }
+    }
+
+    /// Fills the last frames (up to `end` for a chunk, else the last
+    /// picture's duration); the frame count.
+    fn fill(
+        &mut self,
+        end: Option<i64>,
+        last_duration: i64,
+        out: &RungOut<'_>,
+    ) -> Result<i64, MediaError> {
+        match self {
+            Front::Cpu { cfr, .. } => {
+                let mut emit = |p: &Arc<frame::Video>, index| out.picture(p, index);
+                match end {
+                    Some(end) => cfr.finish_until(end, &mut emit),
+                    None => cfr.finish(last_duration, &mut emit),
+                }
+            }
+            Front::Gpu(gpu) => gpu.fill(end, last_duration, out),
+        }
+    }
+}
+
+fn cpu_decode(
+    decoder: &mut LibavDecoder,
+    cfr: &mut ConstantRate<Arc<frame::Video>>,
+    packet: Option<&Packet>,
+    out: &RungOut<'_>,
+) -> Result<(), MediaError> {
+    decoder.decode(packet, &mut |picture| {
+        out.check_size(picture.width(), picture.height())?;
+        let ts = picture.timestamp().or(picture.pts());
+        cfr.push(Arc::new(picture), ts, &mut |p, index| out.picture(p, index))
+    })
+}
+
+/// Who encodes a rung.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RungEncode {
+    /// The rung thread, through libavcodec (`h264_nvenc` when `nvenc`,
+    /// else libx264).
+    Libav { nvenc: bool },
+    /// NVENC on the GPU front: the rung thread only packages.
+    Front,
 }
 
 /// What one rung's thread needs besides its queue.
 struct RungJob {
     name: String,
     settings: VideoEncoderSettings,
-    nvenc: bool,
+    encode: RungEncode,
     segment_dir: PathBuf,
     segment_seconds: u32,
     first_segment: u32,
@@ -192,7 +245,7 @@ fn rung_thread(
     let RungJob {
         name,
         settings,
-        nvenc,
+        encode,
         segment_dir,
         segment_seconds,
         first_segment,
@@ -201,7 +254,14 @@ fn rung_thread(
         on_segment,
     } = job;
     std::fs::create_dir_all(&segment_dir)?;
-    let mut encoder = LibavH264Encoder::open(&settings, nvenc)?;
+    let mut encoder = match encode {
+        RungEncode::Libav { nvenc } => Some(LibavH264Encoder::open(&settings, nvenc)?),
+        RungEncode::Front => None,
+    };
+    let video = match &encoder {
+        Some(e) => (e.parameters(), e.time_base()),
+        None => (h264_stream_parameters(&settings)?, settings.fps.invert()),
+    };
     let mut packager: Box<dyn Packager> = match packaging {
         Packaging::Ts => Box::new(TsSegmenter::new(
             SegmenterConfig {
@@ -210,7 +270,7 @@ fn rung_thread(
                 width: settings.width,
                 height: settings.height,
                 fps: settings.fps,
-                video: (encoder.parameters(), encoder.time_base()),
+                video,
                 audio,
                 segment_seconds,
                 first_index: first_segment,
@@ -226,22 +286,35 @@ fn rung_thread(
                 height: settings.height,
                 fps: settings.fps,
             },
-            (encoder.parameters(), encoder.time_base()),
+            video,
             segment_seconds,
             on_segment,
         )?),
     };
     let mut total = 0;
+    // Output frame `index`, scaled: an IDR where a segment starts.
+    let mut encode_frame = |mut scaled: frame::Video,
+                            index: i64,
+                            packager: &mut Box<dyn Packager>|
+     -> Result<(), MediaError> {
+        let encoder = encoder
+            .as_mut()
+            .ok_or_else(|| MediaError::Internal("a picture for a rung NVENC encodes".into()))?;
+        scaled.set_pts(Some(index));
+        let key = is_segment_start(index, segment_seconds, settings.fps);
+        encoder.encode(Some((&mut scaled, key)), &mut |p| packager.write_video(p))?;
+        control.add_frames(1);
+        Ok(())
+    };
     for msg in rx {
         match msg {
             RungMessage::Picture(picture, index) => {
-                let mut scaled = scaler.scale(&picture)?;
+                let scaled = scaler.scale(&picture)?;
                 drop(picture);
-                scaled.set_pts(Some(index));
-                let key = is_segment_start(index, segment_seconds, settings.fps);
-                encoder.encode(Some((&mut scaled, key)), &mut |p| packager.write_video(p))?;
-                control.add_frames(1);
+                encode_frame(scaled, index, &mut packager)?;
             }
+            RungMessage::Scaled(scaled, index) => encode_frame(scaled, index, &mut packager)?,
+            RungMessage::Encoded(p) => packager.write_video(p)?,
             RungMessage::Audio(p) => packager.write_audio(p)?,
             RungMessage::End(frames) => {
                 total = frames;
@@ -249,7 +322,9 @@ fn rung_thread(
             }
         }
     }
-    encoder.encode(None, &mut |p| packager.write_video(p))?;
+    if let Some(encoder) = encoder.as_mut() {
+        encoder.encode(None, &mut |p| packager.write_video(p))?;
+    }
     packager.finish(total)
 }
 
@@ -262,7 +337,7 @@ fn audio_thread(
     let mut total = 0;
     for msg in rx {
         match msg {
-            RungMessage::Picture(..) => {}
+            RungMessage::Picture(..) | RungMessage::Scaled(..) | RungMessage::Encoded(_) => {}
             RungMessage::Audio(p) => packager.write_audio(p)?,
             RungMessage::End(frames) => {
                 total = frames;
@@ -304,8 +379,49 @@ pub fn transcode(
         let s = input.stream(info.video_stream).ok_or(MediaError::NoVideo)?;
         (s.parameters(), s.time_base(), s.start_time())
     };
-    let mut decoder = LibavDecoder::open(video_params, request.stages.nvdec)?;
-    let decoder_name = decoder.name().to_owned();
+    let rungs = request.ladder.rungs_for_source(info.short_side());
+    let fps = info.output_fps;
+    let max_gap_slots = (request.limits.max_gap * f64::from(fps)).ceil() as i64;
+    // A chunk's frames.
+    let first_segment = request.chunk.as_ref().map_or(0, |c| c.first_segment);
+    let start_frame = request.chunk.as_ref().map_or(0, |c| c.start_frame);
+    let end_frame = request.chunk.as_ref().and_then(|c| c.end_frame);
+    let origin = request
+        .chunk
+        .as_ref()
+        .map(|c| (c.source.video_origin_seconds / f64::from(video_tb)).round() as i64);
+    let sizes: Vec<FrontRung> = rungs
+        .iter()
+        .map(|r| {
+            let (width, height) = rung_size(info.display_width, info.display_height, r.height);
+            FrontRung {
+                width,
+                height,
+                bitrate: r.video_bitrate,
+            }
+        })
+        .collect();
+    let OpenedFront {
+        mut front,
+        choice,
+        decoder: decoder_name,
+        sessions: _sessions,
+    } = open_front(
+        request,
+        &info,
+        video_params,
+        FrontSettings {
+            ordinal: 0,
+            nvenc: false,
+            rungs: sizes,
+            fps,
+            segment_seconds: request.segment_seconds,
+            time_base: video_tb,
+            origin,
+            first_frame: start_frame,
+            max_gap_frames: max_gap_slots,
+        },
+    )?;
     let mut audio = match info.audio_stream.and_then(|i| input.stream(i)) {
         Some(s) => {
             let start = s.start_time();
@@ -349,21 +465,11 @@ pub fn transcode(
         None => None,
     };
     let audio_params = audio.as_ref().map(|(a, _)| (a.parameters(), a.time_base()));
-    let rungs = request.ladder.rungs_for_source(info.short_side());
-    let fps = info.output_fps;
     let gop = (f64::from(fps) * request.segment_seconds as f64)
         .round()
         .max(1.0) as u32;
-    let max_gap_slots = (request.limits.max_gap * f64::from(fps)).ceil() as i64;
     let duration = info.duration;
-    // A chunk's frames, and its part of the timeline for progress.
-    let first_segment = request.chunk.as_ref().map_or(0, |c| c.first_segment);
-    let start_frame = request.chunk.as_ref().map_or(0, |c| c.start_frame);
-    let end_frame = request.chunk.as_ref().and_then(|c| c.end_frame);
-    let origin = request
-        .chunk
-        .as_ref()
-        .map(|c| (c.source.video_origin_seconds / f64::from(video_tb)).round() as i64);
+    // A chunk's part of the timeline, for progress.
     let (span_from, span) = {
         let from = start_frame as f64 / f64::from(fps);
         let to = end_frame.map_or(duration, |e| e as f64 / f64::from(fps));
@@ -392,7 +498,13 @@ pub fn transcode(
                 let audio_params = audio_params.clone();
                 let on_segment = on_segment.clone();
                 let rotation = info.rotation;
-                let nvenc = request.stages.nvenc;
+                let encode = match choice.path {
+                    VideoPath::Software => RungEncode::Libav {
+                        nvenc: request.stages.nvenc,
+                    },
+                    VideoPath::Gpu { nvenc: false, .. } => RungEncode::Libav { nvenc: false },
+                    VideoPath::Gpu { nvenc: true, .. } => RungEncode::Front,
+                };
                 let segment_seconds = request.segment_seconds;
                 let packaging = request.packaging;
                 handles.push(scope.spawn(move || {
@@ -404,7 +516,7 @@ pub fn transcode(
                         RungJob {
                             name,
                             settings,
-                            nvenc,
+                            encode,
                             segment_dir: dir,
                             segment_seconds,
                             first_segment,
@@ -429,49 +541,18 @@ pub fn transcode(
                 )?;
                 audio_handle = Some(scope.spawn(move || audio_thread(rx, packager)));
             }
-            let broadcast = |senders: &[SyncSender<RungMessage>],
-                             make: &dyn Fn() -> RungMessage|
-             -> Result<(), MediaError> {
-                for tx in senders {
-                    // A closed channel means that rung failed; its error is
-                    // reported when it is joined.
-                    tx.send(make()).map_err(|_| MediaError::Cancelled)?;
-                }
-                Ok(())
+            let out = RungOut {
+                senders: &senders,
+                end_frame,
+                max_dimension: request.limits.max_dimension,
+                control,
             };
             let decode_result = (|| -> Result<i64, MediaError> {
-                let mut cfr = ConstantRate {
-                    fps,
-                    time_base: video_tb,
-                    origin,
-                    pending: None,
-                    next_slot: start_frame,
-                    max_gap_slots,
-                };
-                let mut emit =
-                    |picture: &Arc<frame::Video>, index: i64| -> Result<(), MediaError> {
-                        if end_frame.is_some_and(|e| index >= e) {
-                            // The next chunk's frames.
-                            return Ok(());
-                        }
-                        broadcast(&senders, &|| RungMessage::Picture(picture.clone(), index))
-                    };
                 let send_audio = |p: Packet| -> Result<(), MediaError> {
-                    broadcast(&senders, &|| RungMessage::Audio(p.clone()))
+                    out.broadcast(&|| RungMessage::Audio(p.clone()))
                 };
                 let mut last_duration = 0;
                 let mut invalid = 0u32;
-                let max_dim = request.limits.max_dimension;
-                let check = |picture: &frame::Video| -> Result<(), MediaError> {
-                    if picture.width() > max_dim || picture.height() > max_dim {
-                        return Err(MediaError::BadDimensions {
-                            width: picture.width(),
-                            height: picture.height(),
-                            max: max_dim,
-                        });
-                    }
-                    Ok(())
-                };
                 loop {
                     if control.is_cancelled() {
                         return Err(MediaError::Cancelled);
@@ -506,10 +587,7 @@ pub fn transcode(
                                 control.set_progress(secs / duration);
                             }
                         }
-                        decoder.decode(Some(&packet), &mut |picture| {
-                            check(&picture)?;
-                            cfr.push(picture, &mut emit)
-                        })?;
+                        front.feed(&packet, &out)?;
                     } else if Some(packet.stream()) == info.audio_stream {
                         if let Some((aac, offset)) = audio.as_mut() {
                             let offset = *offset;
@@ -521,10 +599,7 @@ pub fn transcode(
                         }
                     }
                 }
-                decoder.decode(None, &mut |picture| {
-                    check(&picture)?;
-                    cfr.push(picture, &mut emit)
-                })?;
+                front.drain(&out)?;
                 if let Some((aac, offset)) = audio.as_mut() {
                     let offset = *offset;
                     aac.push(None, &mut |mut p| {
@@ -533,14 +608,11 @@ pub fn transcode(
                         send_audio(p)
                     })?;
                 }
-                let frames = match end_frame {
-                    Some(end) => cfr.finish_until(end, &mut emit)?,
-                    None => cfr.finish(last_duration, &mut emit)?,
-                };
+                let frames = front.fill(end_frame, last_duration, &out)?;
                 if frames <= start_frame {
                     return Err(MediaError::NoFrames);
                 }
-                broadcast(&senders, &|| RungMessage::End(frames))?;
+                out.broadcast(&|| RungMessage::End(frames))?;
                 Ok(frames)
             })();
             drop(senders);
@@ -583,6 +655,10 @@ pub fn transcode(
         },
     );
     let (frames, renditions, audio_track) = result?;
+    if let Some(m) = request.gpu.as_ref().and_then(|g| g.metrics.as_ref()) {
+        let made = u64::try_from(frames - start_frame).unwrap_or(0);
+        m.plan_frames(&choice.plan, made, renditions.len() as u64);
+    }
     control.set_progress(1.0);
     Ok(TranscodeOutput {
         source: info,
@@ -590,5 +666,114 @@ pub fn transcode(
         audio: audio_track,
         frames,
         decoder: decoder_name,
+        plan: choice.plan,
     })
+}
+
+/// The decode side, opened, and what chose it.
+struct OpenedFront {
+    front: Front,
+    choice: PathChoice,
+    decoder: String,
+    /// The NVENC sessions this job holds (one per rung) until it ends.
+    sessions: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+/// Chooses the job's path ([`choose_path`]) and opens its decode side.
+/// A GPU path that fails to open falls back: NVENC alone to libx264,
+/// anything else to the software path; each with a log line.
+fn open_front(
+    request: &TranscodeRequest,
+    info: &SourceInfo,
+    params: ffmpeg::codec::Parameters,
+    settings: FrontSettings,
+) -> Result<OpenedFront, MediaError> {
+    let software = |choice: PathChoice| -> Result<OpenedFront, MediaError> {
+        let decoder = LibavDecoder::open(params.clone(), request.stages.nvdec)?;
+        let name = decoder.name().to_owned();
+        let cfr = ConstantRate::new(
+            settings.fps,
+            settings.time_base,
+            settings.origin,
+            settings.first_frame,
+            settings.max_gap_frames,
+        );
+        Ok(OpenedFront {
+            front: Front::Cpu { decoder, cfr },
+            choice,
+            decoder: name,
+            sessions: None,
+        })
+    };
+    let Some(gpu) = &request.gpu else {
+        return software(PathChoice {
+            plan: StagePlan::software("this transcode was given no GPU"),
+            path: VideoPath::Software,
+        });
+    };
+    let pixel = ffmpeg::codec::context::Context::from_parameters(params.clone())
+        .and_then(|c| c.decoder().video())
+        .map_or(format::Pixel::None, |d| d.format());
+    let facts = SourceFacts {
+        codec: info.codec.clone(),
+        pixel,
+        rotation: info.rotation,
+        width: info.coded_width,
+        height: info.coded_height,
+        largest_rung: settings
+            .rungs
+            .iter()
+            .map(|r| (r.width, r.height))
+            .max()
+            .unwrap_or_default(),
+        rungs: settings.rungs.len(),
+        packaging: request.packaging,
+    };
+    let rungs = u32::try_from(settings.rungs.len()).unwrap_or(u32::MAX);
+    let sessions = Arc::clone(&gpu.nvenc_sessions)
+        .try_acquire_many_owned(rungs)
+        .ok();
+    let mut choice = choose_path(&gpu.env, &facts, sessions.is_some());
+    choice.plan.log_fallbacks();
+    let VideoPath::Gpu { ordinal, nvenc } = choice.path else {
+        return software(choice);
+    };
+    let gpu_settings = FrontSettings {
+        ordinal,
+        nvenc,
+        ..settings.clone()
+    };
+    match GpuFront::open(&params, &info.codec, gpu_settings) {
+        Ok((front, nvenc_error)) => {
+            if let Some(e) = nvenc_error {
+                let reason = format!("NVENC failed to open, scaled rungs are downloaded: {e}");
+                tracing::warn!(stage = "encode", implementation = "libx264", %reason, "stage runs on the CPU");
+                choice.plan.encode = Stage {
+                    device: Device::Cpu,
+                    implementation: "libx264",
+                    reason,
+                };
+                choice.path = VideoPath::Gpu {
+                    ordinal,
+                    nvenc: false,
+                };
+            }
+            let nvenc = matches!(choice.path, VideoPath::Gpu { nvenc: true, .. });
+            tracing::info!(stage_plan = %choice.plan.summary(), "frames stay on the GPU");
+            Ok(OpenedFront {
+                front: Front::Gpu(Box::new(front)),
+                choice,
+                decoder: "nvdec".to_owned(),
+                sessions: sessions.filter(|_| nvenc),
+            })
+        }
+        Err(e) => {
+            let reason = format!("the GPU path failed to open: {e}");
+            tracing::warn!(%reason, "this job runs on the CPU");
+            software(PathChoice {
+                plan: StagePlan::software(&reason),
+                path: VideoPath::Software,
+            })
+        }
+    }
 }

@@ -69,10 +69,19 @@ pub struct WorkerArgs {
     /// the ladder's bitrates.
     #[arg(long, env = "VODFARM_X264_PRESET", default_value = "veryfast")]
     pub x264_preset: String,
-    /// `auto`: use NVDEC/NVENC when the driver and libavcodec have them
-    /// (software for the rest); `off`: software only.
+    /// `auto`: per job, NVDEC → CUDA scaler → NVENC with frames on the
+    /// GPU where the probe finds them (each stage falls back to software
+    /// alone, logging why); `off`: software only.
     #[arg(long, env = "VODFARM_GPU", default_value = "auto", value_parser = ["auto", "off"])]
     pub gpu: String,
+    /// NVENC sessions this worker opens at once (a job holds one per rung
+    /// while it encodes on the GPU; consumer drivers cap concurrent
+    /// sessions per system). While none is free the worker stops
+    /// advertising `gpu-encode`, and a job it runs anyway encodes with
+    /// libx264. Default: 8 per GPU with NVENC (the consumer driver cap),
+    /// 0 without.
+    #[arg(long, env = "VODFARM_NVENC_SESSIONS")]
+    pub nvenc_sessions: Option<usize>,
     /// How often a running job reports progress and extends its lease
     /// (keep it well under the coordinator's --lease-ttl).
     #[arg(long, env = "VODFARM_HEARTBEAT_INTERVAL", default_value = "10s", value_parser = parse_duration)]

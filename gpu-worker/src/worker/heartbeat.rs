@@ -24,7 +24,7 @@ pub(super) async fn heartbeat_loop(
         tick.tick().await;
         // Frames encoded since the last beat: keeps the encode rate
         // (vodfarm_worker_frames_encoded_total) live during long jobs.
-        worker.metrics.encoded(control.take_frames(), worker.stages);
+        worker.metrics.encoded(control.take_frames());
         match worker
             .client
             .heartbeat(job.id, job.lease_token, control.percent())

@@ -86,16 +86,10 @@ impl WorkerMetrics {
         })
     }
 
-    /// Counts `n` output frames encoded, overall and per encode device.
-    pub(super) fn encoded(&self, n: u64, stages: crate::media::stages::StageChoice) {
-        use crate::media::gpu::plan::Device;
+    /// Counts `n` output frames encoded (the per-stage, per-device
+    /// counts come from the pipeline, which knows where each stage ran).
+    pub(super) fn encoded(&self, n: u64) {
         self.frames.inc_by(n);
-        let device = if stages.nvenc {
-            Device::Gpu(0)
-        } else {
-            Device::Cpu
-        };
-        self.stages.frames("encode", device, n);
     }
 
     /// The metrics server's connection metrics, in this registry.

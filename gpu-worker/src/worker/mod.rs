@@ -30,6 +30,8 @@ pub use error::WorkerError;
 pub use metrics::WorkerMetrics;
 
 use crate::client::CoordinatorClient;
+use crate::media::gpu::plan::StagePlan;
+use crate::media::gpu::select::{GpuAccess, GpuEnvironment};
 use crate::media::probe::Limits;
 use crate::media::stages::StageChoice;
 use crate::media::JobControl;
@@ -51,6 +53,8 @@ struct Worker {
     job_types: Vec<JobType>,
     capabilities: Vec<String>,
     stages: StageChoice,
+    /// The GPUs as every transcode sees them (probe, NVENC sessions).
+    gpu: GpuAccess,
     limits: Limits,
     preset: String,
     heartbeat_interval: Duration,
@@ -101,8 +105,12 @@ pub async fn run(
         GpuCapabilities::default()
     };
     let stages = StageChoice::select(caps, args.gpu == "auto");
-    let plan = crate::media::gpu::plan::startup_plan(args.gpu == "auto");
+    let env = GpuEnvironment::probe(args.gpu == "auto");
+    let plan = StagePlan::choose(&env.report, env.nvrtc.clone(), "h264", 8, env.allow);
     plan.log_fallbacks();
+    let nvenc_sessions = args
+        .nvenc_sessions
+        .unwrap_or_else(|| default_nvenc_sessions(&env));
     let metrics = WorkerMetrics::new()?;
     metrics.stages.watch_gpus(&plan);
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -114,7 +122,7 @@ pub async fn run(
     let addr = listener.local_addr().unwrap_or(args.listen);
     let mut capabilities = caps.names();
     capabilities.extend(plan.capabilities());
-    tracing::info!(%addr, worker_id, ?stages, stage_plan = %plan.summary(), ?capabilities, "worker listening");
+    tracing::info!(%addr, worker_id, ?stages, stage_plan = %plan.summary(), ?capabilities, nvenc_sessions, "worker listening");
 
     let worker = Arc::new(Worker {
         client,
@@ -123,6 +131,11 @@ pub async fn run(
         job_types: args.job_types.clone(),
         capabilities,
         stages,
+        gpu: GpuAccess {
+            env: Arc::new(env),
+            nvenc_sessions: Arc::new(tokio::sync::Semaphore::new(nvenc_sessions)),
+            metrics: Some(metrics.stages.clone()),
+        },
         limits: Limits {
             max_dimension: args.max_dimension,
             max_duration: args.max_duration.as_secs_f64(),
@@ -162,6 +175,41 @@ pub async fn run(
     Ok(())
 }
 
+/// NVENC sessions when `--nvenc-sessions` is not given: 8 per device with
+/// NVENC (the concurrent-session cap of consumer drivers; data-centre
+/// cards have no cap but no NVENC either, or plenty of engines), 0 when no
+/// device has one.
+fn default_nvenc_sessions(env: &GpuEnvironment) -> usize {
+    8 * env
+        .report
+        .devices
+        .iter()
+        .filter(|d| d.nvenc.is_ok())
+        .count()
+}
+
+impl Worker {
+    /// The capabilities of a lease now: all of them, less `gpu-encode`
+    /// while every NVENC session is taken, so the coordinator's subset
+    /// rule gives jobs that require it to a worker that can run them.
+    fn lease_capabilities(&self) -> Vec<String> {
+        lease_capabilities(
+            &self.capabilities,
+            self.gpu.nvenc_sessions.available_permits(),
+        )
+    }
+}
+
+/// The capabilities a worker sends with a lease, given all it has and how
+/// many NVENC sessions are free: without a free session it leaves
+/// `gpu-encode` out (how it advertises its GPU capacity).
+pub fn lease_capabilities(all: &[String], free_sessions: usize) -> Vec<String> {
+    all.iter()
+        .filter(|c| free_sessions > 0 || c.as_str() != "gpu-encode")
+        .cloned()
+        .collect()
+}
+
 /// Once `shutdown` completes: stops leasing, lets running jobs finish for
 /// `drain_timeout`, then cancels them (their slots hand them back).
 async fn drain_on(
@@ -189,5 +237,23 @@ async fn drain_on(
     }
     for c in running {
         c.cancel();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_with_no_free_nvenc_session_stops_offering_gpu_encode() {
+        let all: Vec<String> = ["cuda", "nvenc", "gpu-decode", "gpu-scale", "gpu-encode"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(lease_capabilities(&all, 3), all);
+        assert_eq!(
+            lease_capabilities(&all, 0),
+            ["cuda", "nvenc", "gpu-decode", "gpu-scale"]
+        );
+        assert_eq!(default_nvenc_sessions(&GpuEnvironment::off()), 0);
     }
 }

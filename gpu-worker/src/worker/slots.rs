@@ -24,10 +24,10 @@ pub(super) async fn slot_loop(worker: Arc<Worker>, slot: usize) {
         if worker.draining.is_cancelled() {
             return;
         }
-        let lease =
-            worker
-                .client
-                .lease(&worker.job_types, &worker.capabilities, 1, worker.poll_wait);
+        let capabilities = worker.lease_capabilities();
+        let lease = worker
+            .client
+            .lease(&worker.job_types, &capabilities, 1, worker.poll_wait);
         tokio::pin!(lease);
         let leased = tokio::select! {
             r = &mut lease => r,

@@ -132,7 +132,9 @@ impl WorkerProcess {
                 "--heartbeat-interval",
                 "500ms",
                 "--gpu",
-                "off",
+                // scripts/gpu-check.sh runs the worker tests with `auto`
+                // on a GPU machine; everywhere else the software path.
+                &std::env::var("VODFARM_TEST_GPU").unwrap_or_else(|_| "off".into()),
             ])
             .args(extra)
             .env("VODFARM_WORKER_TOKEN", "test-worker-token")

@@ -6,7 +6,8 @@
 
 pub mod annexb;
 pub mod frames;
-pub mod ladder;
+pub(crate) mod front;
 pub mod plan;
 pub mod report;
+pub mod select;
 pub mod stage_metrics;

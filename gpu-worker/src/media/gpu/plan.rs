@@ -172,19 +172,6 @@ impl StagePlan {
     }
 }
 
-/// The plan a worker starts with (8-bit H.264 sources): probes the GPUs
-/// and NVRTC once.
-pub fn startup_plan(allow_gpu: bool) -> StagePlan {
-    if !allow_gpu {
-        return StagePlan::software("--gpu off");
-    }
-    let report = GpuReport::probe();
-    let nvrtc = vodfarm_native::nvrtc::Nvrtc::load()
-        .map(|_| ())
-        .map_err(|e| e.to_string());
-    StagePlan::choose(&report, nvrtc, "h264", 8, true)
-}
-
 impl StagePlan {
     /// Capability names the worker adds when it leases, so jobs that need
     /// a GPU stage go only to workers that run it there: `gpu-decode`,

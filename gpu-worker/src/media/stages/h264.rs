@@ -39,6 +39,26 @@ impl VideoEncoderSettings {
     }
 }
 
+/// The codec parameters a muxer needs for an H.264 stream of `settings`'
+/// size and rate whose packets come from elsewhere (NVENC on the GPU
+/// front): an encoder context that is configured but never opened.
+pub fn h264_stream_parameters(
+    settings: &VideoEncoderSettings,
+) -> Result<codec::Parameters, MediaError> {
+    let codec = ffmpeg::encoder::find(codec::Id::H264)
+        .ok_or_else(|| MediaError::Internal("no H.264 encoder in this libavcodec".into()))?;
+    let mut enc = codec::Context::new_with_codec(codec)
+        .encoder()
+        .video()
+        .map_err(|e| MediaError::internal("h264 parameters", e))?;
+    enc.set_width(settings.width);
+    enc.set_height(settings.height);
+    enc.set_format(Pixel::YUV420P);
+    enc.set_time_base(settings.fps.invert());
+    enc.set_frame_rate(Some(settings.fps));
+    Ok(codec::Parameters::from(&enc))
+}
+
 /// H.264 High through libavcodec: libx264, or h264_nvenc.
 pub struct LibavH264Encoder {
     encoder: ffmpeg::encoder::video::Encoder,

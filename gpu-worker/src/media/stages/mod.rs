@@ -25,7 +25,7 @@ mod scale;
 
 pub use aac::{AacEncoder, AudioWindow, AAC_FRAME, AUDIO_RATE};
 pub use decode::LibavDecoder;
-pub use h264::{LibavH264Encoder, VideoEncoderSettings};
+pub use h264::{h264_stream_parameters, LibavH264Encoder, VideoEncoderSettings};
 pub use scale::SwsScaler;
 
 use super::error::MediaError;

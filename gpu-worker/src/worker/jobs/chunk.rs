@@ -83,6 +83,8 @@ pub(super) async fn chunk_job(
         limits: worker.limits,
         packaging: Packaging::Ts,
         chunk: Some(spec.clone()),
+        // The same per-stage choice as a whole-video transcode.
+        gpu: Some(worker.gpu.clone()),
     };
     let control_for_media = control.clone();
     let media = tokio::task::spawn_blocking(move || {
@@ -95,7 +97,7 @@ pub(super) async fn chunk_job(
     let uploaded = uploader.await.map_err(media_blocking_error)?;
     let output = media?;
     uploaded?;
-    worker.metrics.encoded(control.take_frames(), worker.stages);
+    worker.metrics.encoded(control.take_frames());
 
     let record = ChunkRecord {
         index: spec.index,

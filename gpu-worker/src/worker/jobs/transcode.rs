@@ -155,6 +155,7 @@ pub(super) async fn transcode_job(
         limits: worker.limits,
         packaging: params.packaging,
         chunk: None,
+        gpu: Some(worker.gpu.clone()),
     };
     let control_for_media = control.clone();
     let media = tokio::task::spawn_blocking(move || {
@@ -168,7 +169,7 @@ pub(super) async fn transcode_job(
     let output = media?;
     uploaded?;
     // The heartbeat counted most frames as they were encoded; the rest now.
-    worker.metrics.encoded(control.take_frames(), worker.stages);
+    worker.metrics.encoded(control.take_frames());
 
     let mut encodings = Vec::new();
     for r in output.renditions.iter().chain(output.audio.iter()) {
@@ -201,6 +202,7 @@ pub(super) async fn transcode_job(
         renditions = output.renditions.len(),
         frames = output.frames,
         decoder = %output.decoder,
+        stage_plan = %output.plan.summary(),
         "transcode done"
     );
     let fps = f64::from(output.source.output_fps);
