@@ -158,7 +158,7 @@ async fn prune<R: OutboxRole>(
             Ok(0) => {}
             Ok(n) => tracing::info!(role = name, deleted = n, "finished outbox rows pruned"),
             Err(e) => {
-                tracing::warn!(role = name, error = %e, "pruning finished outbox rows failed")
+                tracing::warn!(role = name, error = %e, "pruning finished outbox rows failed");
             }
         }
     }
