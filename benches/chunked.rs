@@ -17,12 +17,21 @@
 //! under a tenth of the single job (the longest chunk alone is a tenth):
 //! the bench cuts 20-second chunks by default.
 //!
-//! Projection: the plan, then the chunks and the thumbnail job list-
-//! scheduled in queue order on N workers (each a machine like this one
-//! running one job), then the stitch: the critical path with the
-//! measured durations. The chunk durations were measured with
-//! `BENCH_WORKERS` jobs sharing this machine's cores, so the projection
-//! is pessimistic when those were fewer than the workers.
+//! Projection (the model): N workers, each a machine like this one
+//! running one job at a time; every job takes the duration measured in
+//! the chunked run (`started_at` to `completed_at` of its row), and a
+//! job that becomes runnable while a worker is idle starts after the
+//! dispatch latency `d`, measured too (the longer of the plan's wait
+//! after the enqueue and the stitch's wait after its last chunk: both
+//! found idle workers). The plan starts at `d`, the thumbnail job beside
+//! it; the chunks are list-scheduled in queue order from the plan's end
+//! plus `d` (one worker joins when the thumbnail is done); the stitch
+//! starts `d` after the last chunk and the thumbnail: time-to-ready =
+//! that critical path + the stitch. The chunk durations were measured
+//! with `BENCH_WORKERS` jobs sharing this machine's cores, so the
+//! projection is pessimistic when those were fewer than the cores'
+//! worth of one job each (on 2 cores, 2 workers: each chunk had about
+//! one core; a worker of its own would have two).
 //!
 //! Last line: `chunked: single_s=… chunked_s=… ratio=… projected_32_s=…`
 //! (ratio = single / chunked).
@@ -184,22 +193,29 @@ async fn time_to_ready(
 #[derive(Debug, Clone)]
 struct Measured {
     kind: &'static str,
+    /// Started to completed.
     seconds: f64,
+    /// Runnable (enqueued, or its last dependency completed) to started.
+    wait: f64,
     source_bytes: Option<i64>,
 }
 
 async fn measured(pool: &PgPool, video: i64) -> Result<Vec<Measured>> {
-    let rows: Vec<(String, bool, f64, Option<i64>)> = sqlx::query_as(
-        "SELECT job_type, parameters ? 'chunk',
-                extract(epoch FROM completed_at - started_at)::float8, source_bytes
-         FROM processing_jobs WHERE video_id = $1 ORDER BY id",
+    let rows: Vec<(String, bool, f64, f64, Option<i64>)> = sqlx::query_as(
+        "SELECT j.job_type, j.parameters ? 'chunk',
+                extract(epoch FROM j.completed_at - j.started_at)::float8,
+                extract(epoch FROM j.started_at - greatest(j.created_at,
+                    (SELECT max(d.completed_at) FROM processing_jobs d
+                     WHERE d.id = ANY(j.depends_on))))::float8,
+                j.source_bytes
+         FROM processing_jobs j WHERE j.video_id = $1 ORDER BY j.id",
     )
     .bind(video)
     .fetch_all(pool)
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(t, chunk, seconds, source_bytes)| Measured {
+        .map(|(t, chunk, seconds, wait, source_bytes)| Measured {
             kind: match (t.as_str(), chunk) {
                 ("transcode", true) => "chunk",
                 ("transcode", false) => "plan",
@@ -207,40 +223,68 @@ async fn measured(pool: &PgPool, video: i64) -> Result<Vec<Measured>> {
                 _ => "stitch",
             },
             seconds,
+            wait,
             source_bytes,
         })
         .collect())
 }
 
-/// Time-to-ready on `workers` workers: the plan (the thumbnail job runs
-/// beside it), the chunks list-scheduled in order, then the stitch.
-fn project(jobs: &[Measured], workers: usize) -> f64 {
-    let of = |k: &'static str| jobs.iter().filter(move |j| j.kind == k).map(|j| j.seconds);
-    let plan: f64 = of("plan").sum();
-    let stitch: f64 = of("stitch").sum();
-    let thumbnail: f64 = of("thumbnail").sum();
-    // Free-at times of the workers; the thumbnail starts at 0 on one.
-    let mut free = vec![0.0f64; workers.max(1)];
-    for f in free.iter_mut().skip(1) {
-        *f = plan;
+/// The measured durations the projection uses.
+struct Model {
+    plan: f64,
+    thumbnail: f64,
+    stitch: f64,
+    chunks: Vec<f64>,
+    /// Dispatch latency: a runnable job's wait for an idle worker.
+    dispatch: f64,
+}
+
+impl Model {
+    fn of(jobs: &[Measured]) -> Model {
+        let of = |k: &'static str| jobs.iter().filter(move |j| j.kind == k);
+        let sum = |k| of(k).map(|j| j.seconds).sum::<f64>();
+        Model {
+            plan: sum("plan"),
+            thumbnail: sum("thumbnail"),
+            stitch: sum("stitch"),
+            chunks: of("chunk").map(|j| j.seconds).collect(),
+            dispatch: of("plan")
+                .chain(of("stitch"))
+                .map(|j| j.wait)
+                .fold(0.0, f64::max),
+        }
     }
-    if workers > 1 {
-        free[0] = thumbnail.max(plan);
-    } else {
-        free[0] = plan + thumbnail;
+
+    /// Time-to-ready on `workers` workers (see the module's doc).
+    fn project(&self, workers: usize) -> f64 {
+        let d = self.dispatch;
+        let plan_end = d + self.plan;
+        // Free-at times; worker 0 runs the thumbnail (or, alone, the plan
+        // and then the thumbnail).
+        let mut free = vec![plan_end + d; workers.max(1)];
+        free[0] = if workers > 1 {
+            (d + self.thumbnail).max(plan_end + d)
+        } else {
+            plan_end + self.thumbnail + d
+        };
+        let thumbnail_end = if workers > 1 {
+            d + self.thumbnail
+        } else {
+            plan_end + self.thumbnail
+        };
+        let mut end = plan_end.max(thumbnail_end);
+        for c in &self.chunks {
+            let (i, start) = free
+                .iter()
+                .copied()
+                .enumerate()
+                .min_by(|a, b| a.1.total_cmp(&b.1))
+                .unwrap_or((0, plan_end + d));
+            free[i] = start + c;
+            end = end.max(start + c);
+        }
+        end + d + self.stitch
     }
-    let mut end = plan;
-    for d in of("chunk") {
-        let (i, start) = free
-            .iter()
-            .copied()
-            .enumerate()
-            .min_by(|a, b| a.1.total_cmp(&b.1))
-            .unwrap_or((0, plan));
-        free[i] = start + d;
-        end = end.max(start + d);
-    }
-    end.max(free[0]) + stitch
 }
 
 #[tokio::main]
@@ -379,15 +423,16 @@ async fn main() -> Result<()> {
         for j in &jobs {
             if j.kind != "chunk" {
                 println!(
-                    "  {:9} {:7.1} s  read {:?} bytes",
-                    j.kind, j.seconds, j.source_bytes
+                    "  {:9} {:7.1} s  waited {:5.1} s  read {:?} bytes",
+                    j.kind, j.seconds, j.wait, j.source_bytes
                 );
             }
         }
         for (k, j) in chunks.iter().enumerate() {
             println!(
-                "  chunk {k:3} {:7.1} s  read {} bytes ({:.1} % of the original)",
+                "  chunk {k:3} {:7.1} s  waited {:5.1} s  read {} bytes ({:.1} % of the original)",
                 j.seconds,
+                j.wait,
                 j.source_bytes.unwrap_or(0),
                 100.0 * j.source_bytes.unwrap_or(0) as f64 / original_bytes as f64
             );
@@ -397,17 +442,25 @@ async fn main() -> Result<()> {
             "  chunks read {total_read} bytes in all ({:.2} x the original)",
             total_read as f64 / original_bytes as f64
         );
+        let model = Model::of(&jobs);
+        let longest = model.chunks.iter().copied().fold(0.0, f64::max);
+        println!(
+            "model: dispatch {:.2} s, plan {:.1} s, thumbnail {:.1} s, longest chunk {longest:.1} s, \
+             stitch {:.1} s",
+            model.dispatch, model.plan, model.thumbnail, model.stitch
+        );
         for n in [8usize, 32, 128] {
             println!(
-                "projected time-to-ready on {n} workers: {:.1} s",
-                project(&jobs, n)
+                "projected time-to-ready on {n} workers: {:.1} s ({:.3} of single)",
+                model.project(n),
+                model.project(n) / single
             );
         }
         pool.close().await;
         println!(
             "chunked: single_s={single:.1} chunked_s={chunked:.1} ratio={:.2} projected_32_s={:.1}",
             single / chunked,
-            project(&jobs, 32)
+            model.project(32)
         );
         anyhow::Ok(())
     }

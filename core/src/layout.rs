@@ -119,6 +119,11 @@ pub fn original(video_id: &str, ext: &str) -> Result<ObjectKey, LayoutError> {
     )))
 }
 
+/// `originals/{id}/`: the original and the plan's chunk files.
+pub fn originals_prefix(video_id: &str) -> Result<ObjectKey, LayoutError> {
+    Ok(ObjectKey(format!("originals/{}/", video(video_id)?)))
+}
+
 /// The prefix every encoded file of a video lives under, `encoded/{id}/`.
 pub fn encoded_prefix(video_id: &str) -> Result<ObjectKey, LayoutError> {
     Ok(ObjectKey(format!("encoded/{}/", video(video_id)?)))

@@ -395,11 +395,16 @@ async fn a_long_source_in_five_chunks_on_two_workers_equals_the_unchunked_ladder
         .iter()
         .find(|j| j.1 == "transcode" && j.5["chunk"].is_null())
         .unwrap();
-    assert_eq!(
-        plan.6,
-        Some(original_size),
-        "the plan read the original once"
+    // An MP4 original is planned from its index and the start of its
+    // media data, and each chunk reads byte ranges of it (no chunk files).
+    assert!(
+        plan.6.is_some_and(|b| b > 0 && b < original_size / 2),
+        "the plan read {:?} of {original_size} bytes",
+        plan.6
     );
+    for c in &chunks {
+        assert!(c.5["chunk"]["source_read"]["ranges"].is_array(), "{c:?}");
+    }
     let chunk_bytes: Vec<i64> = chunks.iter().map(|j| j.6.unwrap()).collect();
     assert!(
         chunk_bytes.iter().all(|&b| b > 0 && b < original_size / 3),
@@ -616,16 +621,24 @@ async fn chunks_yield_to_short_videos_and_die_with_their_video() {
     assert_eq!(plan.parameters["chunking"]["min_seconds"], 120);
     assert_eq!(plan.parameters["chunking"]["chunk_seconds"], 60);
 
-    // A plan whose chunks are not the video's own files changes nothing.
-    let stray = JobOutputs {
-        chunks: vec![ChunkJob {
-            input_path: "originals/someone_else/chunks/chunk_0.nut".into(),
-            parameters: json!({}),
-        }],
-        ..JobOutputs::default()
-    };
-    let refused = w.complete(plan.id, plan.lease_token, stray).await;
-    assert!(refused.is_err(), "{refused:?}");
+    // A plan whose chunks read neither the video's own chunk files nor
+    // the plan's own input changes nothing.
+    let other_original = layout::original(&long_pub, "mov").unwrap().to_string();
+    assert_ne!(other_original, plan.input_path);
+    for input_path in [
+        "originals/someone_else/chunks/chunk_0.nut".to_owned(),
+        other_original,
+    ] {
+        let stray = JobOutputs {
+            chunks: vec![ChunkJob {
+                input_path,
+                parameters: json!({}),
+            }],
+            ..JobOutputs::default()
+        };
+        let refused = w.complete(plan.id, plan.lease_token, stray).await;
+        assert!(refused.is_err(), "{refused:?}");
+    }
     let outputs = JobOutputs {
         chunks: (0..3)
             .map(|k| ChunkJob {

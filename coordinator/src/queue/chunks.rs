@@ -41,8 +41,14 @@ pub(super) async fn lock_stitch(
     .await?)
 }
 
-/// Checks the plan's chunks before anything is written.
-pub(super) fn check_chunks(public_id: &str, chunks: &[ChunkJob]) -> Result<(), QueueError> {
+/// Checks the plan's chunks before anything is written: each reads a
+/// chunk file of the video, or ranges of the plan's own input (the
+/// original).
+pub(super) fn check_chunks(
+    public_id: &str,
+    plan_input: &str,
+    chunks: &[ChunkJob],
+) -> Result<(), QueueError> {
     let prefix = layout::chunk_sources_prefix(public_id)
         .map_err(|e| QueueError::InvalidInput(e.to_string()))?;
     if chunks.len() > MAX_CHUNKS {
@@ -53,9 +59,10 @@ pub(super) fn check_chunks(public_id: &str, chunks: &[ChunkJob]) -> Result<(), Q
     }
     for c in chunks {
         let key = c.input_path.as_str();
-        if !key.starts_with(prefix.as_str()) || key.contains("..") || key.len() > 1024 {
+        let chunk_file = key.starts_with(prefix.as_str()) && !key.contains("..");
+        if !(chunk_file || key == plan_input) || key.len() > 1024 {
             return Err(QueueError::InvalidInput(format!(
-                "chunk input {key:?} is not under {:?}",
+                "chunk input {key:?} is neither under {:?} nor the plan's input",
                 prefix.as_str()
             )));
         }

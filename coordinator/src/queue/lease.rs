@@ -226,7 +226,8 @@ impl JobQueue {
                  lease_expires_at = NULL, error_message = NULL, updated_at = now(),
                  source_bytes = $3
              WHERE id = $1 AND lease_token = $2 AND status = 'processing'
-             RETURNING video_id, job_type, extract(epoch FROM now() - started_at)::float8 AS secs",
+             RETURNING video_id, job_type, input_path,
+                       extract(epoch FROM now() - started_at)::float8 AS secs",
         )
         .bind(id)
         .bind(token)
@@ -249,7 +250,8 @@ impl JobQueue {
         let (public_id, video_status) = lock_video(&mut tx, video).await?;
         record_outputs(&mut tx, video, &public_id, outputs).await?;
         if !outputs.chunks.is_empty() {
-            check_chunks(&public_id, &outputs.chunks)?;
+            let plan_input: String = row.try_get("input_path")?;
+            check_chunks(&public_id, &plan_input, &outputs.chunks)?;
             match stitch {
                 Some(stitch) => {
                     enqueue_chunks(&mut tx, id, stitch, &public_id, &outputs.chunks).await?;

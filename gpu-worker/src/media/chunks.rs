@@ -113,6 +113,62 @@ pub struct ChunkSpec {
     pub source: PlannedSource,
     /// Its part of the audio; `None` when the source has no audio.
     pub audio: Option<AudioWindow>,
+    /// Set when the chunk fetches byte ranges of the original itself
+    /// (an MP4/MOV original); `None`: its input is a chunk file the plan
+    /// remuxed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_read: Option<SourceRead>,
+}
+
+/// What a chunk reads of an MP4/MOV original, and which of its packets
+/// it keeps: the chunk fetches `ranges` into a sparse file of `size`
+/// bytes (the container's boxes but the media data, and the span of the
+/// media data its packets lie in) and extracts its packets from it by
+/// the same rule the plan-time remux applies.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceRead {
+    /// The original's size (another object under the key is refused).
+    pub size: u64,
+    /// Byte ranges `[start, end)` to fetch, sorted, not overlapping.
+    pub ranges: Vec<[u64; 2]>,
+    /// The original's video stream.
+    pub video_stream: usize,
+    /// The original's audio stream.
+    pub audio_stream: Option<usize>,
+    /// Video packets kept, in decode order: `[first, end)`.
+    pub video_packets: [usize; 2],
+    /// Audio packets kept: those timed in `[from, until]` seconds (an
+    /// absent bound is open); `None`: no audio packet.
+    pub audio_seconds: Option<[Option<f64>; 2]>,
+    /// Seconds added to every timestamp (no negative timestamps).
+    pub shift_seconds: f64,
+}
+
+impl SourceRead {
+    fn range(&self) -> Range {
+        Range {
+            video: (self.video_packets[0], self.video_packets[1]),
+            audio: match self.audio_seconds {
+                Some([from, until]) => (
+                    from.unwrap_or(f64::NEG_INFINITY),
+                    until.unwrap_or(f64::INFINITY),
+                ),
+                None => NO_AUDIO,
+            },
+        }
+    }
+
+    fn streams(&self) -> Streams {
+        Streams {
+            video: self.video_stream,
+            audio: self.audio_stream,
+        }
+    }
+
+    /// Bytes the chunk fetches.
+    pub fn bytes(&self) -> u64 {
+        self.ranges.iter().map(|[a, b]| b.saturating_sub(*a)).sum()
+    }
 }
 
 impl ChunkSpec {
@@ -272,6 +328,48 @@ struct Range {
     audio: (f64, f64),
 }
 
+/// The audio range of a chunk that keeps no audio packet.
+const NO_AUDIO: (f64, f64) = (0.0, -1.0);
+
+impl Range {
+    /// Whether a packet is kept, and whether it comes before the range
+    /// (the ranges of later chunks start later still). A video packet is
+    /// known by its decode-order number, an audio one by its time.
+    fn wants(&self, is_video: bool, video_index: usize, seconds: f64) -> (bool, bool) {
+        if is_video {
+            (
+                video_index >= self.video.0 && video_index < self.video.1,
+                video_index < self.video.0,
+            )
+        } else {
+            (
+                seconds >= self.audio.0 && seconds <= self.audio.1,
+                seconds < self.audio.0,
+            )
+        }
+    }
+}
+
+/// The streams a chunk carries (the original's indexes).
+#[derive(Debug, Clone, Copy)]
+struct Streams {
+    video: usize,
+    audio: Option<usize>,
+}
+
+/// One video or audio packet of the original, as the plan read it.
+#[derive(Debug, Clone, Copy)]
+struct PacketEntry {
+    /// Decode-order number of a video packet; `None` for audio.
+    video_index: Option<usize>,
+    /// An audio packet's time, seconds.
+    seconds: f64,
+    /// Byte offset in the original (`None`: unknown).
+    position: Option<u64>,
+    /// Bytes.
+    size: u64,
+}
+
 /// Plans `path` into chunks when it is longer than `settings.min_seconds`
 /// and remuxes each chunk's part into `dir`; `None` when the source stays
 /// one job. Bad input fails as the unchunked transcode would.
@@ -281,6 +379,173 @@ pub fn plan(
     settings: ChunkSettings,
     limits: &Limits,
 ) -> Result<Option<ChunkPlan>, MediaError> {
+    let Some(cut) = cut(path, settings, limits, false)? else {
+        return Ok(None);
+    };
+    let streams = Streams {
+        video: cut.info.video_stream,
+        audio: cut.info.audio_stream,
+    };
+    let files = remux(path, dir, streams, &cut.ranges, cut.shift, None)?;
+    let bytes_read = std::fs::metadata(path)?.len();
+    Ok(Some(ChunkPlan {
+        info: cut.info,
+        chunks: cut
+            .specs
+            .into_iter()
+            .zip(files)
+            .map(|(spec, file)| PlannedChunk { spec, file })
+            .collect(),
+        bytes_read,
+    }))
+}
+
+/// Video packets (decode order) and audio packets (demux order) at the
+/// start of the media data that the plan's probe decodes: a ranged plan
+/// must have fetched them.
+const HEAD_VIDEO_PACKETS: usize = 32;
+const HEAD_AUDIO_PACKETS: usize = 8;
+
+/// Plans an MP4/MOV original of `size` bytes from `path`, a sparse copy
+/// holding only `fetched` (its boxes and the start of its media data):
+/// no remux, each chunk gets the byte ranges it reads itself
+/// ([`ChunkSpec::source_read`]): `header` (the boxes but the media data)
+/// and the span of the media data its packets lie in. `None` when the
+/// source stays one job. An error means the sparse copy was not enough
+/// (or the source is bad): the caller plans from the whole original.
+pub fn plan_ranged(
+    path: &Path,
+    size: u64,
+    header: &[[u64; 2]],
+    fetched: &[[u64; 2]],
+    settings: ChunkSettings,
+    limits: &Limits,
+) -> Result<Option<(SourceInfo, Vec<ChunkSpec>)>, MediaError> {
+    let Some(cut) = cut(path, settings, limits, true)? else {
+        return Ok(None);
+    };
+    let inside = |e: &PacketEntry| {
+        e.position
+            .is_some_and(|p| fetched.iter().any(|[a, b]| p >= *a && p + e.size <= *b))
+    };
+    let head_video = cut.packets.iter().filter(|e| e.video_index.is_some());
+    let head_audio = cut.packets.iter().filter(|e| e.video_index.is_none());
+    let unfetched = head_video
+        .take(HEAD_VIDEO_PACKETS)
+        .chain(head_audio.take(HEAD_AUDIO_PACKETS))
+        .any(|e| !inside(e));
+    if unfetched {
+        return Err(MediaError::Internal(
+            "the start of the media data was not fetched".into(),
+        ));
+    }
+    let mut specs = cut.specs;
+    for (spec, r) in specs.iter_mut().zip(&cut.ranges) {
+        let (mut lo, mut hi) = (u64::MAX, 0u64);
+        for e in &cut.packets {
+            let (wanted, _) = r.wants(
+                e.video_index.is_some(),
+                e.video_index.unwrap_or(0),
+                e.seconds,
+            );
+            if !wanted {
+                continue;
+            }
+            let p = e.position.ok_or_else(|| {
+                MediaError::Internal("a packet of the original has no position".into())
+            })?;
+            lo = lo.min(p);
+            hi = hi.max(p + e.size);
+        }
+        let mut ranges: Vec<[u64; 2]> = header.to_vec();
+        if lo < hi {
+            ranges.push([lo, hi.min(size)]);
+        }
+        spec.source_read = Some(SourceRead {
+            size,
+            ranges: merge_ranges(ranges),
+            video_stream: cut.info.video_stream,
+            audio_stream: cut.info.audio_stream,
+            video_packets: [r.video.0, r.video.1],
+            audio_seconds: (r.audio.0 <= r.audio.1).then(|| {
+                [
+                    r.audio.0.is_finite().then_some(r.audio.0),
+                    r.audio.1.is_finite().then_some(r.audio.1),
+                ]
+            }),
+            shift_seconds: cut.shift,
+        });
+    }
+    Ok(Some((cut.info, specs)))
+}
+
+/// `ranges` sorted, with overlapping and touching ones joined.
+pub fn merge_ranges(mut ranges: Vec<[u64; 2]>) -> Vec<[u64; 2]> {
+    ranges.retain(|[a, b]| a < b);
+    ranges.sort_unstable();
+    let mut out: Vec<[u64; 2]> = Vec::with_capacity(ranges.len());
+    for [a, b] in ranges {
+        match out.last_mut() {
+            Some(last) if a <= last[1] => last[1] = last[1].max(b),
+            _ => out.push([a, b]),
+        }
+    }
+    out
+}
+
+/// A chunk job's input: extracts the packets `read` keeps from `sparse`
+/// (the original with only `read.ranges` fetched) into `dir/chunk_0.nut`,
+/// by the plan-time remux's rule. A kept packet outside the fetched
+/// ranges is an error, never zeros passed on as media.
+pub fn extract_chunk(sparse: &Path, dir: &Path, read: &SourceRead) -> Result<PathBuf, MediaError> {
+    super::init();
+    let files = remux(
+        sparse,
+        dir,
+        read.streams(),
+        &[read.range()],
+        read.shift_seconds,
+        Some(&read.ranges),
+    )?;
+    files
+        .into_iter()
+        .next()
+        .ok_or_else(|| MediaError::Internal("no chunk file".into()))
+}
+
+/// Opens a source for its packets. A sparse copy (`ranged`) is read
+/// without parsers: a parser reads packet data (zeros in the holes) and
+/// would clear the key flags the container's index (`stss`) gives, so the
+/// plan and the chunk both take packets, flags and timestamps from the
+/// index alone, and count them alike.
+fn open_source(path: &Path, ranged: bool) -> Result<format::context::Input, MediaError> {
+    let opened = if ranged {
+        let mut options = ffmpeg::Dictionary::new();
+        options.set("fflags", "+noparse");
+        format::input_with_dictionary(&path, options)
+    } else {
+        format::input(&path)
+    };
+    opened.map_err(|e| MediaError::NotMedia(e.to_string()))
+}
+
+/// The chunks of a source, before any of them is written.
+struct Cut {
+    info: SourceInfo,
+    specs: Vec<ChunkSpec>,
+    ranges: Vec<Range>,
+    shift: f64,
+    packets: Vec<PacketEntry>,
+}
+
+/// Reads the keyframe index of `path` and cuts it into chunks; `None`
+/// when it stays one job.
+fn cut(
+    path: &Path,
+    settings: ChunkSettings,
+    limits: &Limits,
+    ranged: bool,
+) -> Result<Option<Cut>, MediaError> {
     super::init();
     let info = probe::probe(path, limits)?;
     if info.duration <= f64::from(settings.min_seconds) {
@@ -295,7 +560,7 @@ pub fn plan(
         return Ok(None);
     }
     let (video_origin, audio_origin) = origins(path, &info)?;
-    let mut input = format::input(&path).map_err(|e| MediaError::NotMedia(e.to_string()))?;
+    let mut input = open_source(path, ranged)?;
     let (vtb, vstart) = {
         let s = input.stream(info.video_stream).ok_or(MediaError::NoVideo)?;
         (s.time_base(), s.start_time())
@@ -310,16 +575,27 @@ pub fn plan(
             };
         (offset * f64::from(AUDIO_RATE)).round() as i64
     });
-    // The keyframe index, in decode order, and the earliest timestamp.
+    // The keyframe index, in decode order, the earliest timestamp, and
+    // where each packet lies (a ranged plan's byte spans).
     let mut index: Vec<IndexEntry> = Vec::new();
+    let mut packets: Vec<PacketEntry> = Vec::new();
     let mut earliest = 0.0f64;
     for (stream, packet) in input.packets() {
         let tb = stream.time_base();
         for ts in [packet.pts(), packet.dts()].into_iter().flatten() {
             earliest = earliest.min(ts as f64 * f64::from(tb));
         }
-        if stream.index() == info.video_stream {
-            let ts = packet.pts().or(packet.dts()).unwrap_or(0);
+        let ts = packet.pts().or(packet.dts()).unwrap_or(0);
+        let is_video = stream.index() == info.video_stream;
+        if is_video || Some(stream.index()) == info.audio_stream {
+            packets.push(PacketEntry {
+                video_index: is_video.then_some(index.len()),
+                seconds: ts as f64 * f64::from(tb),
+                position: u64::try_from(packet.position()).ok(),
+                size: packet.size() as u64,
+            });
+        }
+        if is_video {
             index.push(IndexEntry {
                 seconds: ts as f64 * f64::from(vtb),
                 key: packet.is_key(),
@@ -426,7 +702,7 @@ pub fn plan(
                     None => f64::INFINITY,
                 },
             ),
-            None => (0.0, -1.0),
+            None => NO_AUDIO,
         };
         specs.push(ChunkSpec {
             index: k,
@@ -436,6 +712,7 @@ pub fn plan(
             end_frame,
             source: source.clone(),
             audio: window,
+            source_read: None,
         });
         ranges.push(Range {
             video: (first, end),
@@ -448,16 +725,12 @@ pub fn plan(
             w.origin_seconds += shift;
         }
     }
-    let files = remux(path, dir, &info, &ranges, shift)?;
-    let bytes_read = std::fs::metadata(path)?.len();
-    Ok(Some(ChunkPlan {
+    Ok(Some(Cut {
         info,
-        chunks: specs
-            .into_iter()
-            .zip(files)
-            .map(|(spec, file)| PlannedChunk { spec, file })
-            .collect(),
-        bytes_read,
+        specs,
+        ranges,
+        shift,
+        packets,
     }))
 }
 
@@ -471,7 +744,7 @@ struct ChunkFile {
 fn open_chunk(
     path: &Path,
     input: &format::context::Input,
-    info: &SourceInfo,
+    streams: Streams,
 ) -> Result<ChunkFile, MediaError> {
     let mut output =
         format::output_as(&path, "nut").map_err(|e| MediaError::internal("chunk file", e))?;
@@ -489,8 +762,8 @@ fn open_chunk(
         o.set_time_base(s.time_base());
         Ok(())
     };
-    add(info.video_stream)?;
-    if let Some(a) = info.audio_stream {
+    add(streams.video)?;
+    if let Some(a) = streams.audio {
         add(a)?;
     }
     output
@@ -500,8 +773,8 @@ fn open_chunk(
         .stream(0)
         .map(|s| s.time_base())
         .unwrap_or(Rational::new(1, 90_000));
-    let audio_tb = info
-        .audio_stream
+    let audio_tb = streams
+        .audio
         .and_then(|_| output.stream(1).map(|s| s.time_base()));
     Ok(ChunkFile {
         output,
@@ -511,18 +784,21 @@ fn open_chunk(
 }
 
 /// Writes each chunk's packets (stream copy) into `dir/chunk_{k}.nut`.
+/// With `within`, every packet written must lie in those byte ranges of
+/// `path` (a sparse copy holds nothing else).
 fn remux(
     path: &Path,
     dir: &Path,
-    info: &SourceInfo,
+    streams: Streams,
     ranges: &[Range],
     shift_seconds: f64,
+    within: Option<&[[u64; 2]]>,
 ) -> Result<Vec<PathBuf>, MediaError> {
     std::fs::create_dir_all(dir)?;
-    let mut input = format::input(&path).map_err(|e| MediaError::NotMedia(e.to_string()))?;
+    let mut input = open_source(path, within.is_some())?;
     let in_tb = |i: usize| input.stream(i).map(|s| s.time_base());
-    let vtb = in_tb(info.video_stream).ok_or(MediaError::NoVideo)?;
-    let atb = info.audio_stream.and_then(in_tb);
+    let vtb = in_tb(streams.video).ok_or(MediaError::NoVideo)?;
+    let atb = streams.audio.and_then(in_tb);
     let paths: Vec<PathBuf> = (0..ranges.len())
         .map(|k| dir.join(format!("chunk_{k}.nut")))
         .collect();
@@ -539,9 +815,9 @@ fn remux(
             Err(e) => return Err(MediaError::Damaged(format!("reading stopped: {e}"))),
         }
         let stream = packet.stream();
-        let (is_video, seconds) = if stream == info.video_stream {
+        let (is_video, seconds) = if stream == streams.video {
             (true, 0.0)
-        } else if Some(stream) == info.audio_stream {
+        } else if Some(stream) == streams.audio {
             let ts = packet.pts().or(packet.dts()).unwrap_or(0);
             (false, ts as f64 * f64::from(atb.unwrap_or(vtb)))
         } else {
@@ -549,17 +825,7 @@ fn remux(
         };
         for k in lowest..ranges.len() {
             let r = ranges[k];
-            let (wanted, before) = if is_video {
-                (
-                    video_index >= r.video.0 && video_index < r.video.1,
-                    video_index < r.video.0,
-                )
-            } else {
-                (
-                    seconds >= r.audio.0 && seconds <= r.audio.1,
-                    seconds < r.audio.0,
-                )
-            };
+            let (wanted, before) = r.wants(is_video, video_index, seconds);
             if before {
                 // Later chunks start later still.
                 break;
@@ -567,8 +833,17 @@ fn remux(
             if !wanted || done[k] {
                 continue;
             }
+            if let Some(fetched) = within {
+                let at = u64::try_from(packet.position()).ok();
+                let size = packet.size() as u64;
+                if !at.is_some_and(|p| fetched.iter().any(|[a, b]| p >= *a && p + size <= *b)) {
+                    return Err(MediaError::Internal(format!(
+                        "packet at byte {at:?} is outside the fetched ranges"
+                    )));
+                }
+            }
             if open[k].is_none() {
-                open[k] = Some(open_chunk(&paths[k], &input, info)?);
+                open[k] = Some(open_chunk(&paths[k], &input, streams)?);
             }
             if let Some(file) = open[k].as_mut() {
                 let mut p = packet.clone();
@@ -605,6 +880,10 @@ fn remux(
             }
             done[lowest] = true;
             lowest += 1;
+        }
+        if lowest == ranges.len() {
+            // Every chunk is complete: the rest is not needed.
+            break;
         }
     }
     for (k, f) in open.iter_mut().enumerate() {
@@ -661,6 +940,7 @@ mod tests {
             end_frame: Some(1200),
             source,
             audio: None,
+            source_read: None,
         };
         spec.check().unwrap();
         let bad = [
@@ -683,6 +963,135 @@ mod tests {
         let mut zero_fps = spec.clone();
         zero_fps.source.output_fps = [0, 1];
         assert!(zero_fps.check().is_err());
+    }
+
+    fn mp4_source(dir: &Path, secs: u32) -> PathBuf {
+        let path = dir.join("source.mp4");
+        let ok = std::process::Command::new("ffmpeg")
+            .args([
+                "-hide_banner",
+                "-loglevel",
+                "error",
+                "-y",
+                "-f",
+                "lavfi",
+                "-i",
+            ])
+            .arg(format!("testsrc2=size=320x180:rate=10:duration={secs}"))
+            .args(["-f", "lavfi", "-i"])
+            .arg(format!(
+                "sine=frequency=440:sample_rate=48000:duration={secs}"
+            ))
+            .args([
+                "-c:v", "libx264", "-preset", "veryfast", "-g", "25", "-bf", "2",
+            ])
+            .args(["-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest"])
+            .arg(&path)
+            .status()
+            .expect("run ffmpeg")
+            .success();
+        assert!(ok);
+        path
+    }
+
+    #[test]
+    fn a_ranged_plan_gives_each_chunk_its_share_and_a_sparse_copy_extracts_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = mp4_source(dir.path(), 150);
+        let size = std::fs::metadata(&path).unwrap().len();
+        let settings = ChunkSettings {
+            segment_seconds: 10,
+            chunk_seconds: 30,
+            min_seconds: 60,
+        };
+        let (_, specs) = plan_ranged(&path, size, &[], &[[0, size]], settings, &Limits::default())
+            .unwrap()
+            .unwrap();
+        assert_eq!(specs.len(), 5);
+        // Planned from a sparse copy with the boxes and the first 256 KiB
+        // of the media data only: the same plan.
+        let whole = std::fs::read(&path).unwrap();
+        let moov = whole.windows(4).rposition(|w| w == b"moov").unwrap() - 4;
+        let mut head_only = vec![0u8; whole.len()];
+        head_only[..48 + (256 << 10)].copy_from_slice(&whole[..48 + (256 << 10)]);
+        head_only[moov..].copy_from_slice(&whole[moov..]);
+        let head_path = dir.path().join("head.mp4");
+        std::fs::write(&head_path, &head_only).unwrap();
+        let header = [[0, 48], [moov as u64, size]];
+        let fetched = merge_ranges(vec![[0, 48 + (256 << 10)], [moov as u64, size]]);
+        let (_, from_head) = plan_ranged(
+            &head_path,
+            size,
+            &header,
+            &fetched,
+            settings,
+            &Limits::default(),
+        )
+        .unwrap()
+        .unwrap();
+        for (a, b) in specs.iter().zip(&from_head) {
+            let (ra, rb) = (
+                a.source_read.as_ref().unwrap(),
+                b.source_read.as_ref().unwrap(),
+            );
+            let with_header = merge_ranges(ra.ranges.iter().chain(&header).copied().collect());
+            assert_eq!(with_header, rb.ranges, "chunk {}", a.index);
+            assert_eq!(ra.video_packets, rb.video_packets);
+            assert_eq!(a.source, b.source);
+        }
+        for s in &specs {
+            let read = s.source_read.as_ref().unwrap();
+            assert_eq!(read.ranges.len(), 1);
+            // A fifth of the media, with the margins (keyframes every 2.5 s,
+            // a second of audio each side).
+            assert!(
+                read.bytes() < size * 3 / 10,
+                "chunk {}: {} of {size}",
+                s.index,
+                read.bytes()
+            );
+        }
+        // A sparse copy holding only chunk 2's span (and the boxes) gives
+        // the packets the whole original gives.
+        let mut read = specs[2].source_read.clone().unwrap();
+        let [a, b] = read.ranges[0];
+        read.ranges = vec![[0, size]];
+        let from_whole = extract_chunk(&path, &dir.path().join("whole"), &read).unwrap();
+        let sparse = dir.path().join("sparse.mp4");
+        let mut original = whole.clone();
+        original[..a as usize].fill(0);
+        original[b as usize..].fill(0);
+        original[..48].copy_from_slice(&whole[..48]);
+        original[moov..].copy_from_slice(&whole[moov..]);
+        std::fs::write(&sparse, &original).unwrap();
+        let mut with_boxes = read.clone();
+        with_boxes.ranges = merge_ranges(vec![[0, 48], [a, b], [moov as u64, size]]);
+        let from_sparse = extract_chunk(&sparse, &dir.path().join("sparse"), &with_boxes).unwrap();
+        // The same packets: data, times, flags (the stream headers, and
+        // the DTS the NUT demuxer derives from them, may differ: the probe
+        // of a sparse copy decodes zeros).
+        let packets = |p: &Path| {
+            let out = std::process::Command::new("ffprobe")
+                .args(["-v", "error", "-show_data_hash", "md5", "-show_entries"])
+                .args(["packet=stream_index,pts,size,flags,data_hash", "-of", "csv"])
+                .arg(p)
+                .output()
+                .expect("run ffprobe");
+            assert!(out.status.success());
+            String::from_utf8(out.stdout).unwrap()
+        };
+        let (pw, ps) = (packets(&from_whole), packets(&from_sparse));
+        assert!(pw.lines().count() > 300, "{pw}");
+        let diff = pw.lines().zip(ps.lines()).find(|(a, b)| a != b);
+        assert!(
+            pw == ps,
+            "the chunk from the sparse copy differs: {diff:?}, {} and {} packets",
+            pw.lines().count(),
+            ps.lines().count()
+        );
+        // Without its span, extraction fails rather than passing zeros on.
+        with_boxes.ranges = vec![[0, 48], [moov as u64, size]];
+        assert!(extract_chunk(&sparse, &dir.path().join("none"), &with_boxes).is_err());
     }
 
     #[test]

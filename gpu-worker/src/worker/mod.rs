@@ -22,6 +22,7 @@ mod failure;
 mod heartbeat;
 mod jobs;
 mod metrics;
+mod ranged;
 mod scratch;
 mod slots;
 

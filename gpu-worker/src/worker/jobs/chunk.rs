@@ -1,5 +1,5 @@
-//! A chunk job: download only the chunk's stream-copied part of the
-//! original, encode exactly its output frames into every rung (segments
+//! A chunk job: read only the chunk's part of the original (its byte
+//! ranges, or the chunk file the plan remuxed), encode exactly its output frames into every rung (segments
 //! numbered from its first), upload them, and record what it made in its
 //! sidecar for the stitch. Its keys are a function of the chunk alone, so
 //! a retry overwrites the same objects.
@@ -10,7 +10,7 @@ use crate::media::hls::{RenditionSummary, SegmentFile};
 use crate::media::transcode::{transcode, TranscodeRequest};
 use crate::media::{JobControl, MediaError};
 use crate::worker::failure::{layout_error, media_blocking_error, JobFailure};
-use crate::worker::scratch::{download, Scratch};
+use crate::worker::scratch::Scratch;
 use crate::worker::Worker;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -51,19 +51,11 @@ pub(super) async fn chunk_job(
     spec: ChunkSpec,
 ) -> Result<JobOutputs, JobFailure> {
     let vid = job.video_id.as_str();
-    let prefix = layout::chunk_sources_prefix(vid).map_err(layout_error)?;
-    if !job.input_path.starts_with(prefix.as_str()) {
-        return Err(JobFailure::BadParameters(format!(
-            "chunk input {:?} is not one of this video's chunk files",
-            job.input_path
-        )));
-    }
     spec.check()
         .map_err(|e| JobFailure::BadParameters(format!("chunk parameters: {e}")))?;
     let sidecar = layout::chunk_sidecar(vid, spec.index).map_err(layout_error)?;
     let scratch = Scratch::create(worker, job).await?;
-    let source = scratch.path().join("chunk.nut");
-    let source_bytes = download(worker, job, &source).await?;
+    let (source, source_bytes) = super::plan::chunk_input(worker, job, &scratch, &spec).await?;
     let started = Instant::now();
 
     let (tx, rx) = tokio::sync::mpsc::channel::<SegmentFile>(8);

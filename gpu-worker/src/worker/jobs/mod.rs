@@ -4,6 +4,7 @@
 mod chunk;
 mod manifest;
 mod mp4;
+mod plan;
 mod stitch;
 mod thumbnail;
 mod transcode;

@@ -111,14 +111,20 @@ pub(super) async fn transcode_job(
         .await;
     }
     let scratch = Scratch::create(worker, job).await?;
+    let settings = params.chunking.map(|chunking| ChunkSettings {
+        segment_seconds: params.segment_duration,
+        chunk_seconds: chunking.chunk_seconds.max(1),
+        min_seconds: chunking.min_seconds,
+    });
+    if let (Some(settings), Packaging::Ts) = (settings, params.packaging) {
+        let ranged = super::plan::ranged_plan(worker, job, &scratch, settings, &params.ladder);
+        if let Some(outputs) = ranged.await? {
+            return Ok(outputs);
+        }
+    }
     let source = scratch.path().join("original");
     let source_bytes = download(worker, job, &source).await?;
-    if let (Some(chunking), Packaging::Ts) = (params.chunking, params.packaging) {
-        let settings = ChunkSettings {
-            segment_seconds: params.segment_duration,
-            chunk_seconds: chunking.chunk_seconds.max(1),
-            min_seconds: chunking.min_seconds,
-        };
+    if let (Some(settings), Packaging::Ts) = (settings, params.packaging) {
         let dir = scratch.path().join("chunks");
         let path = source.clone();
         let limits = worker.limits;
@@ -321,13 +327,7 @@ async fn plan_outputs(
     Ok(JobOutputs {
         chunks,
         source_bytes: i64::try_from(source_bytes).ok(),
-        video: Some(SourceMetadata {
-            duration_seconds: Some(plan.info.duration),
-            width: Some(plan.info.display_width as i32),
-            height: Some(plan.info.display_height as i32),
-            fps: Some(plan.info.source_fps).filter(|f| *f > 0.0),
-            codec: Some(plan.info.codec.clone()),
-        }),
+        video: Some(super::plan::plan_metadata(&plan.info)),
         ..JobOutputs::default()
     })
 }
@@ -344,12 +344,7 @@ async fn upload_chunk(
     let _ = tokio::fs::remove_file(&c.file).await;
     Ok(ChunkJob {
         input_path: key.to_string(),
-        parameters: serde_json::json!({
-            "ladder": params.ladder,
-            "segment_duration": params.segment_duration,
-            "packaging": params.packaging,
-            "chunk": c.spec,
-        }),
+        parameters: super::plan::chunk_parameters(&params.ladder, params.segment_duration, &c.spec),
     })
 }
 
