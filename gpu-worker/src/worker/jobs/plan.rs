@@ -98,7 +98,7 @@ pub(super) async fn ranged_plan(
     let chunk_bytes: u64 = specs
         .iter()
         .filter_map(|s| s.source_read.as_ref())
-        .map(|r| r.bytes())
+        .map(crate::media::chunks::SourceRead::bytes)
         .sum();
     tracing::info!(
         chunks = chunks.len(),
