@@ -123,6 +123,26 @@ const APPLY_LUA: &str = r"
 local p = ARGV[1]
 local dttl, sttl, httl = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local out = {}
+-- What the batch changes, gathered so that each key is read and written
+-- once per batch (in first-seen order) instead of once per event.
+local sess, sess_order = {}, {}
+local hours, hour_order = {}, {}
+local views, view_order = {}, {}
+local opened, opened_order = {}, {}
+-- Appends v to list once.
+local function add(list, seen, v)
+  if not seen[v] then
+    seen[v] = true
+    list[#list + 1] = v
+  end
+end
+-- PFADD in slices (unpack's stack is limited) and EXPIRE.
+local function pfadd(key, list)
+  for j = 1, #list, 1000 do
+    redis.call('PFADD', key, unpack(list, j, math.min(j + 999, #list)))
+  end
+  redis.call('EXPIRE', key, httl)
+end
 local n = (#ARGV - 4) / 8
 for i = 0, n - 1 do
   local b = 4 + i * 8
@@ -130,39 +150,91 @@ for i = 0, n - 1 do
   local watched, threshold = tonumber(ARGV[b + 5]), tonumber(ARGV[b + 6])
   local hour, stamp = ARGV[b + 7], ARGV[b + 8]
   local sk = p .. 'sess:' .. vid .. ':' .. sid
+  local s = sess[sk]
+  if s == nil then
+    local f = redis.call('HMGET', sk, 'first', 'max', 'counted')
+    s = {first = f[1], max = tonumber(f[2] or '0'), counted = f[3], changed = {}, live = false}
+    sess[sk] = s
+    sess_order[#sess_order + 1] = sk
+  end
   if redis.call('SET', p .. 'evt:' .. eid, '1', 'NX', 'EX', dttl) then
-    redis.call('HSETNX', sk, 'first', stamp)
-    local prev = tonumber(redis.call('HGET', sk, 'max') or '0')
-    local hk = p .. 'h:' .. vid .. ':' .. hour
+    s.live = true
+    if not s.first then
+      s.first = stamp
+      s.changed.first = true
+    end
+    local hk = vid .. ':' .. hour
+    local h = hours[hk]
+    if h == nil then
+      h = {vid = vid, hour = hour, watch = 0, views = 0, hs = {}, hs_seen = {}, uv = {},
+           uv_seen = {}, touched = 0}
+      hours[hk] = h
+      hour_order[#hour_order + 1] = hk
+    end
     local touched = false
-    if watched > prev then
-      redis.call('HSET', sk, 'max', watched)
-      redis.call('HINCRBY', hk, 'watch', watched - prev)
-      redis.call('PFADD', p .. 'hs:' .. vid .. ':' .. hour, sid)
-      redis.call('EXPIRE', p .. 'hs:' .. vid .. ':' .. hour, httl)
+    if watched > s.max then
+      h.watch = h.watch + (watched - s.max)
+      s.max = watched
+      s.changed.max = true
+      add(h.hs, h.hs_seen, sid)
       touched = true
     end
     local counted = 0
-    if watched >= threshold and redis.call('HSETNX', sk, 'counted', hour) == 1 then
-      redis.call('INCR', p .. 'views:' .. vid)
-      redis.call('HINCRBY', hk, 'views', 1)
-      redis.call('PFADD', p .. 'uv:' .. vid .. ':' .. hour, viewer)
-      redis.call('EXPIRE', p .. 'uv:' .. vid .. ':' .. hour, httl)
+    if watched >= threshold and not s.counted then
+      s.counted = hour
+      s.changed.counted = true
+      if views[vid] == nil then
+        views[vid] = 0
+        view_order[#view_order + 1] = vid
+      end
+      views[vid] = views[vid] + 1
+      h.views = h.views + 1
+      add(h.uv, h.uv_seen, viewer)
       counted = 1
       touched = true
     end
-    if touched then
-      redis.call('EXPIRE', hk, httl)
-      redis.call('SADD', p .. 'dirty:' .. hour, vid)
-      redis.call('EXPIRE', p .. 'dirty:' .. hour, httl)
-      redis.call('SADD', p .. 'hours', hour)
-      redis.call('HINCRBY', p .. 'hourver', hour, 1)
-    end
-    redis.call('EXPIRE', sk, sttl)
-    out[#out + 1] = {1, counted, tonumber(redis.call('HGET', sk, 'first'))}
+    if touched then h.touched = h.touched + 1 end
+    out[#out + 1] = {1, counted, tonumber(s.first)}
   else
-    out[#out + 1] = {0, 0, tonumber(redis.call('HGET', sk, 'first') or stamp)}
+    out[#out + 1] = {0, 0, tonumber(s.first or stamp)}
   end
+end
+for _, sk in ipairs(sess_order) do
+  local s = sess[sk]
+  local fields = {}
+  for _, name in ipairs({'first', 'max', 'counted'}) do
+    if s.changed[name] then
+      fields[#fields + 1] = name
+      fields[#fields + 1] = s[name]
+    end
+  end
+  if #fields > 0 then redis.call('HSET', sk, unpack(fields)) end
+  if s.live then redis.call('EXPIRE', sk, sttl) end
+end
+for _, vid in ipairs(view_order) do
+  redis.call('INCRBY', p .. 'views:' .. vid, views[vid])
+end
+for _, hk in ipairs(hour_order) do
+  local h = hours[hk]
+  if h.touched > 0 then
+    local key = p .. 'h:' .. hk
+    if h.watch > 0 then redis.call('HINCRBY', key, 'watch', h.watch) end
+    if h.views > 0 then redis.call('HINCRBY', key, 'views', h.views) end
+    redis.call('EXPIRE', key, httl)
+    if #h.hs > 0 then pfadd(p .. 'hs:' .. hk, h.hs) end
+    if #h.uv > 0 then pfadd(p .. 'uv:' .. hk, h.uv) end
+    redis.call('SADD', p .. 'dirty:' .. h.hour, h.vid)
+    redis.call('EXPIRE', p .. 'dirty:' .. h.hour, httl)
+    if opened[h.hour] == nil then
+      opened[h.hour] = 0
+      opened_order[#opened_order + 1] = h.hour
+    end
+    opened[h.hour] = opened[h.hour] + h.touched
+  end
+end
+for _, hour in ipairs(opened_order) do
+  redis.call('SADD', p .. 'hours', hour)
+  redis.call('HINCRBY', p .. 'hourver', hour, opened[hour])
 end
 return out
 ";
