@@ -46,6 +46,11 @@ pub struct AnalyticsArgs {
     /// partitions after this long.
     #[arg(long, env = "VODFARM_KAFKA_SESSION_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub kafka_session_timeout: Duration,
+    /// librdkafka debug contexts for the producer and the consumer (e.g.
+    /// `consumer,cgrp,fetch` or `all`), logged through tracing at debug
+    /// level under target `librdkafka` (RUST_LOG=librdkafka=debug).
+    #[arg(long, env = "VODFARM_KAFKA_DEBUG")]
+    pub kafka_debug: Option<String>,
     /// The Redis Stream keeps about this many events (older ones are
     /// trimmed, consumed or not: size it for the longest consumer outage).
     #[arg(long, env = "VODFARM_STREAM_MAX_LEN", default_value_t = 10_000_000)]
@@ -150,6 +155,7 @@ impl AnalyticsArgs {
                     partitions: self.kafka_partitions,
                     replication: self.kafka_replication,
                     session_timeout: self.kafka_session_timeout,
+                    debug: self.kafka_debug.clone().filter(|d| !d.trim().is_empty()),
                 })
                 .await?,
             ),

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use vodfarm_analytics::args::Analytics;
-use vodfarm_analytics::bus::BusConsumer;
+use vodfarm_analytics::bus::{BusConsumer, BusError};
 use vodfarm_analytics::counters::Applied;
 use vodfarm_analytics::event::{EventKind, PlaybackEvent};
 use vodfarm_analytics::watch::{erasure, is_finished, WatchRecord};
@@ -83,7 +83,8 @@ where
     }
 }
 
-/// Commits the last batch, retrying; `false` if asked to stop first.
+/// Commits the last batch, retrying; `false` if asked to stop first. A batch
+/// whose partitions were reassigned is left uncommitted (`true`).
 async fn commit(
     consumer: &mut dyn BusConsumer,
     metrics: &CountsMetrics,
@@ -93,6 +94,14 @@ async fn commit(
     loop {
         match consumer.commit().await {
             Ok(()) => return true,
+            // Retrying cannot succeed and would keep this member from
+            // the rebalance; the applied batch is delivered again and
+            // deduplicated.
+            Err(e @ BusError::Reassigned(_)) => {
+                metrics.errors.with_label_values(&["commit"]).inc();
+                tracing::warn!(error = %e, "batch applied but not committed: it will be delivered again and deduplicated");
+                return true;
+            }
             Err(e) => {
                 metrics.errors.with_label_values(&["commit"]).inc();
                 tracing::warn!(error = %e, "commit failed; retrying");

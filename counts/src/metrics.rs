@@ -15,7 +15,7 @@ pub struct CountsMetrics {
     pub history_records: IntCounter,
     /// Seconds to apply and commit one batch.
     pub batch_seconds: Histogram,
-    /// Events of the group not yet committed.
+    /// Bus entries of the group not yet committed.
     pub lag: IntGauge,
     /// Failures (Redis, bus, database), retried.
     pub errors: IntCounterVec,
@@ -49,8 +49,8 @@ impl CountsMetrics {
                 "Seconds to apply and commit one batch of events",
             ))?,
             lag: IntGauge::new(
-                "vodfarm_counts_lag_events",
-                "Events of the consumer group not yet committed (-1: unknown)",
+                "vodfarm_counts_lag_entries",
+                "Bus entries (one per beacon request, up to 100 events) of the consumer group not yet committed (-1: unknown)",
             )?,
             errors: IntCounterVec::new(
                 Opts::new("vodfarm_counts_errors_total", "Failures, retried, by stage"),
@@ -72,6 +72,14 @@ impl CountsMetrics {
         };
         // Unknown until the consumer first asks the bus.
         m.lag.set(-1);
+        // Every label value exported from the start (at 0): a rate or an
+        // alert over them then sees "none" instead of "no series".
+        for result in ["applied", "duplicate"] {
+            m.events.with_label_values(&[result]);
+        }
+        for stage in ["bus", "redis", "history", "commit", "flush"] {
+            m.errors.with_label_values(&[stage]);
+        }
         m.registry.register(Box::new(m.events.clone()))?;
         m.registry.register(Box::new(m.views.clone()))?;
         m.registry.register(Box::new(m.history_records.clone()))?;

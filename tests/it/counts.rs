@@ -170,7 +170,7 @@ async fn exact_counts_through_kills(kafka: bool) {
     // The counter's /metrics pass promtool's lint.
     let text = crate::common::metrics_text(&counts.base).await;
     crate::metrics::promtool_check_metrics(&crate::metrics::promtool_or_explain(), "counts", &text);
-    assert!(text.contains("vodfarm_counts_lag_events 0"), "{text}");
+    assert!(text.contains("vodfarm_counts_lag_entries 0"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -196,7 +196,18 @@ async fn beacons_are_checked_before_they_reach_the_bus() {
         .query_async(&mut stream)
         .await
         .expect("xlen");
-    assert_eq!(len, 3, "the accepted events are on the stream");
+    assert_eq!(len, 1, "the accepted beacon is one entry on the stream");
+    let entries: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
+        .arg(env.key("playback"))
+        .arg("-")
+        .arg("+")
+        .query_async(&mut stream)
+        .await
+        .expect("xrange");
+    let fields = &entries[0].1;
+    assert_eq!(fields[0], "e", "{fields:?}");
+    let events: Vec<Value> = serde_json::from_str(&fields[1]).expect("a JSON array");
+    assert_eq!(events.len(), 3, "holding the accepted events: {events:?}");
 
     let now = chrono::Utc::now().timestamp() as f64;
     let event = |pos: f64, watched: f64, at: f64| {
@@ -341,7 +352,7 @@ async fn beacons_are_checked_before_they_reach_the_bus() {
         .query_async(&mut stream)
         .await
         .expect("xlen");
-    assert_eq!(len, 3, "nothing refused reached the bus");
+    assert_eq!(len, 1, "nothing refused reached the bus");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -4,7 +4,7 @@
 //! client if missing; consumers in a group with auto-commit off and
 //! synchronous commits after each applied batch.
 
-use super::{decode, BusConsumer, BusError, EventBus};
+use super::{decode, encode, BusConsumer, BusError, EventBus};
 use crate::event::PlaybackEvent;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -34,6 +34,20 @@ pub struct KafkaSettings {
     pub replication: i32,
     /// A consumer that stops heartbeating loses its partitions after this.
     pub session_timeout: Duration,
+    /// librdkafka `debug` contexts (`consumer,cgrp,fetch`, …), if any.
+    pub debug: Option<String>,
+}
+
+impl KafkaSettings {
+    /// A client configuration on the brokers, with the debug contexts.
+    fn client(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers);
+        if let Some(d) = &self.debug {
+            c.set("debug", d);
+        }
+        c
+    }
 }
 
 /// A Kafka bus.
@@ -56,16 +70,14 @@ const OP_TIMEOUT: Duration = Duration::from_secs(15);
 impl KafkaBus {
     /// Connects a producer and creates the topic if it does not exist.
     pub async fn new(settings: KafkaSettings) -> Result<Self, BusError> {
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", &settings.brokers)
+        let producer: FutureProducer = settings
+            .client()
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "2")
             .set("message.timeout.ms", "30000")
             .create()?;
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", &settings.brokers)
-            .create()?;
+        let admin: AdminClient<DefaultClientContext> = settings.client().create()?;
         let topic = NewTopic::new(
             &settings.topic,
             settings.partitions.max(1),
@@ -97,12 +109,15 @@ impl EventBus for KafkaBus {
     }
 
     async fn publish(&self, events: &[PlaybackEvent]) -> Result<(), BusError> {
-        let mut sends = Vec::with_capacity(events.len());
-        for e in events {
-            let payload = serde_json::to_vec(e)?;
+        // One record per run of one video's events (keyed by it, so a
+        // video's events stay in order on one partition); a beacon is
+        // one video, hence one record.
+        let mut sends = Vec::new();
+        for run in events.chunk_by(|a, b| a.video_id == b.video_id) {
+            let payload = encode(run)?;
             let producer = self.producer.clone();
             let topic = self.settings.topic.clone();
-            let key = e.video_id.clone();
+            let key = run[0].video_id.clone();
             sends.push(async move {
                 producer
                     .send(
@@ -125,8 +140,9 @@ impl EventBus for KafkaBus {
         group: &str,
         consumer: &str,
     ) -> Result<Box<dyn BusConsumer>, BusError> {
-        let c: StreamConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &self.settings.brokers)
+        let c: StreamConsumer = self
+            .settings
+            .client()
             .set("group.id", group)
             .set("client.id", consumer)
             .set("enable.auto.commit", "false")
@@ -144,6 +160,24 @@ impl EventBus for KafkaBus {
             delivered: BTreeMap::new(),
         }))
     }
+}
+
+/// Whether a commit failed because this member no longer owns the
+/// partitions (a rebalance began or finished without it). Retrying such
+/// a commit never succeeds, and while a caller retries instead of
+/// polling, the consumer cannot take part in the rebalance: the group
+/// waits on it and nothing is consumed (up to `max.poll.interval.ms`).
+fn lost_assignment(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::RebalanceInProgress
+                | RDKafkaErrorCode::IllegalGeneration
+                | RDKafkaErrorCode::UnknownMemberId
+                | RDKafkaErrorCode::AssignmentLost
+                | RDKafkaErrorCode::StaleMemberEpoch
+        )
+    )
 }
 
 struct KafkaConsumer {
@@ -167,7 +201,8 @@ impl BusConsumer for KafkaConsumer {
         let mut out = Vec::new();
         let mut deadline = tokio::time::Instant::now() + wait;
         let mut seen = 0;
-        while seen < max.max(1) {
+        // Whole records: a batch may pass `max` by one record's events.
+        while out.len() < max.max(1) {
             let msg = match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
                 Err(_) => break,
                 Ok(m) => m?,
@@ -179,8 +214,8 @@ impl BusConsumer for KafkaConsumer {
             let (p, o) = (msg.partition(), msg.offset());
             let best = self.delivered.entry(p).or_insert(o);
             *best = (*best).max(o);
-            if let Some(e) = msg.payload().and_then(decode) {
-                out.push(e);
+            if let Some(payload) = msg.payload() {
+                out.append(&mut decode(payload));
             }
         }
         Ok(out)
@@ -195,11 +230,20 @@ impl BusConsumer for KafkaConsumer {
             tpl.add_partition_offset(&self.topic, *p, Offset::Offset(o + 1))?;
         }
         let c = self.consumer.clone();
-        tokio::task::spawn_blocking(move || c.commit(&tpl, CommitMode::Sync))
+        let committed = tokio::task::spawn_blocking(move || c.commit(&tpl, CommitMode::Sync))
             .await
-            .map_err(|e| BusError::Other(format!("commit task: {e}")))??;
-        self.delivered.clear();
-        Ok(())
+            .map_err(|e| BusError::Other(format!("commit task: {e}")))?;
+        match committed {
+            Ok(()) => {
+                self.delivered.clear();
+                Ok(())
+            }
+            Err(e) if lost_assignment(&e) => {
+                self.delivered.clear();
+                Err(BusError::Reassigned(e.to_string()))
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn lag(&mut self) -> Result<u64, BusError> {

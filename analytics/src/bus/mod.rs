@@ -7,6 +7,12 @@
 //! `KAFKA_BROKERS` is set: idempotent producer, `acks=all`, topic keyed by
 //! video id). Delivery is at least once: a consumer commits only after the
 //! batch was applied, and applying is idempotent (see `counters`).
+//!
+//! One bus entry (a stream entry, a Kafka record) carries the events of
+//! one `publish` call as a JSON array: a beacon's events (up to 100) cost
+//! one append, one delivery and one acknowledgement instead of one each.
+//! Entries holding a single JSON object (written before batching) are
+//! still read.
 
 pub mod kafka;
 pub mod redis_stream;
@@ -26,6 +32,12 @@ pub enum BusError {
     /// An event could not be encoded.
     #[error("encoding an event: {0}")]
     Encode(#[from] serde_json::Error),
+    /// The group took the batch's partitions away before its commit (a
+    /// rebalance): retrying cannot succeed, and the batch, already
+    /// applied, will be delivered again to the new owner (and
+    /// deduplicated by the counters).
+    #[error("the batch's partitions were reassigned before its commit: {0}")]
+    Reassigned(String),
     /// Anything else (a timeout, an unexpected answer).
     #[error("{0}")]
     Other(String),
@@ -38,8 +50,9 @@ pub trait EventBus: Send + Sync + std::fmt::Debug {
     fn kind(&self) -> &'static str;
 
     /// Appends `events` durably: returns once the bus holds every one
-    /// (Redis: the XADDs ran; Kafka: every record acknowledged by all
-    /// in-sync replicas).
+    /// (Redis: the XADD ran; Kafka: every record acknowledged by all
+    /// in-sync replicas). One call's events travel together in one entry
+    /// (Kafka: one record per video).
     async fn publish(&self, events: &[PlaybackEvent]) -> Result<(), BusError>;
 
     /// Joins consumer group `group` as `consumer` (a stable name: a
@@ -51,9 +64,10 @@ pub trait EventBus: Send + Sync + std::fmt::Debug {
 /// One member of a consumer group.
 #[async_trait::async_trait]
 pub trait BusConsumer: Send {
-    /// Up to `max` events, waiting at most `wait` for the first. Entries
-    /// that are not valid events are logged and skipped (committed with
-    /// the batch).
+    /// About `max` events (whole entries: at least one, and no more than
+    /// `max` unless the first entry alone holds more), waiting at most
+    /// `wait` for the first. Entries that are not valid events are logged
+    /// and skipped (committed with the batch).
     async fn next_batch(
         &mut self,
         max: usize,
@@ -61,20 +75,71 @@ pub trait BusConsumer: Send {
     ) -> Result<Vec<PlaybackEvent>, BusError>;
 
     /// Commits everything the previous `next_batch` returned: it will not
-    /// be delivered to the group again.
+    /// be delivered to the group again. [`BusError::Reassigned`]: it will
+    /// be, to another member (or to this one after it rejoins); the
+    /// caller must go on reading so that the rebalance can finish.
     async fn commit(&mut self) -> Result<(), BusError>;
 
-    /// Events of the group not yet committed (delivered or not).
+    /// Entries of the group not yet committed (delivered or not).
     async fn lag(&mut self) -> Result<u64, BusError>;
 }
 
-/// Decodes one bus payload; `None` (logged) when it is not an event.
-pub(crate) fn decode(payload: &[u8]) -> Option<PlaybackEvent> {
-    match serde_json::from_slice(payload) {
-        Ok(e) => Some(e),
+/// Encodes the payload of one bus entry: a JSON array of events.
+pub(crate) fn encode(events: &[PlaybackEvent]) -> Result<Vec<u8>, BusError> {
+    Ok(serde_json::to_vec(events)?)
+}
+
+/// Decodes one bus payload into its events: a batch (what `encode`
+/// writes) or one event (what earlier versions wrote, one entry per
+/// event); none (logged) when it is not events.
+pub(crate) fn decode(payload: &[u8]) -> Vec<PlaybackEvent> {
+    // The first byte tells the shape (cheaper than serde's untagged
+    // enums, which buffer the whole value before trying each shape).
+    let batch = payload
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| *b == b'[');
+    let decoded = if batch {
+        serde_json::from_slice(payload)
+    } else {
+        serde_json::from_slice(payload).map(|e| vec![e])
+    };
+    match decoded {
+        Ok(events) => events,
         Err(e) => {
-            tracing::warn!(error = %e, "skipping a bus entry that is not a playback event");
-            None
+            tracing::warn!(error = %e, "skipping a bus entry that is not playback events");
+            Vec::new()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::EventKind;
+
+    fn event(n: u128) -> PlaybackEvent {
+        PlaybackEvent {
+            event_id: uuid::Uuid::from_u128(n),
+            video_id: "v".into(),
+            session_id: "s".into(),
+            user_id: None,
+            kind: EventKind::Progress,
+            position_seconds: 1.0,
+            watched_seconds: 1.0,
+            at: 0.0,
+            received_at_ms: 0,
+            duration_seconds: 60,
+        }
+    }
+
+    #[test]
+    fn batches_and_single_events_decode() {
+        let batch = vec![event(1), event(2)];
+        let payload = encode(&batch).expect("encode");
+        assert_eq!(decode(&payload), batch);
+        let one = serde_json::to_vec(&event(3)).expect("encode one");
+        assert_eq!(decode(&one), vec![event(3)]);
+        assert!(decode(b"{\"not\": \"an event\"}").is_empty());
     }
 }

@@ -1,15 +1,19 @@
-//! The Redis Stream backend: `XADD` (one entry per event, field `e` the
-//! JSON) and a consumer group read with `XREADGROUP`; `XACK` commits.
+//! The Redis Stream backend: `XADD` (one entry per `publish`, field `e`
+//! the events as a JSON array) and a consumer group read with
+//! `XREADGROUP`; `XACK` commits. Entries read beyond a batch's `max`
+//! events wait in the consumer (delivered to it, not yet returned or
+//! acknowledged) for the next batch.
 //!
 //! A consumer first re-reads its own pending entries (delivered before a
 //! crash, never acknowledged), then takes over entries another consumer
 //! left pending for longer than `claim_idle` (`XAUTOCLAIM`: a replica
 //! that died for good), then reads new entries.
 
-use super::{decode, BusConsumer, BusError, EventBus};
+use super::{decode, encode, BusConsumer, BusError, EventBus};
 use crate::event::PlaybackEvent;
 use redis::aio::ConnectionManager;
 use redis::Value;
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 /// The longest `XREADGROUP BLOCK`.
@@ -67,20 +71,17 @@ impl EventBus for RedisStreamBus {
         if events.is_empty() {
             return Ok(());
         }
-        let mut pipe = redis::pipe();
-        for e in events {
-            pipe.cmd("XADD")
-                .arg(&self.stream)
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(self.max_len)
-                .arg("*")
-                .arg("e")
-                .arg(serde_json::to_vec(e)?)
-                .ignore();
-        }
         let mut conn = self.conn.clone();
-        pipe.query_async::<()>(&mut conn).await?;
+        redis::cmd("XADD")
+            .arg(&self.stream)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(self.max_len)
+            .arg("*")
+            .arg("e")
+            .arg(encode(events)?)
+            .query_async::<()>(&mut conn)
+            .await?;
         Ok(())
     }
 
@@ -122,6 +123,7 @@ impl EventBus for RedisStreamBus {
             claim_idle: self.claim_idle,
             last_claim: None,
             claim_cursor: "0-0".to_owned(),
+            read_ahead: VecDeque::new(),
             delivered: Vec::new(),
         }))
     }
@@ -138,6 +140,10 @@ struct StreamConsumer {
     claim_idle: Duration,
     last_claim: Option<Instant>,
     claim_cursor: String,
+    /// Entries read but not yet returned (a read brings whole entries,
+    /// a batch stops at about `max` events): returned by the next
+    /// batches before anything is read again.
+    read_ahead: VecDeque<(String, Vec<PlaybackEvent>)>,
     /// Ids of the last batch, acknowledged by `commit`.
     delivered: Vec<String>,
 }
@@ -192,15 +198,82 @@ fn read_answer(v: &Value) -> Vec<(String, Option<Vec<u8>>)> {
 }
 
 impl StreamConsumer {
-    fn take(&mut self, got: Vec<(String, Option<Vec<u8>>)>) -> Vec<PlaybackEvent> {
-        let mut out = Vec::with_capacity(got.len());
+    /// Keeps what a read brought (decoded) for `batch`.
+    fn keep(&mut self, got: Vec<(String, Option<Vec<u8>>)>) {
         for (id, payload) in got {
-            if let Some(e) = payload.as_deref().and_then(decode) {
-                out.push(e);
+            let events = payload.as_deref().map(decode).unwrap_or_default();
+            self.read_ahead.push_back((id, events));
+        }
+    }
+
+    /// Whole entries from `read_ahead`, up to `max` events (at least one
+    /// entry); their ids become the batch `commit` acknowledges.
+    fn batch(&mut self, max: usize) -> Vec<PlaybackEvent> {
+        let mut out = Vec::new();
+        while let Some((_, events)) = self.read_ahead.front() {
+            if !self.delivered.is_empty() && out.len() + events.len() > max {
+                break;
             }
+            let Some((id, mut events)) = self.read_ahead.pop_front() else {
+                break;
+            };
+            out.append(&mut events);
             self.delivered.push(id);
         }
         out
+    }
+
+    /// Reads entries into `read_ahead`: first this consumer's own
+    /// pending ones (after a restart), then ones a stopped consumer left
+    /// pending, then new ones (waiting up to `wait`).
+    async fn fill(&mut self, max: usize, wait: Duration) -> Result<(), BusError> {
+        if self.own_pending {
+            let v = self.read("0", max, None).await?;
+            let got = read_answer(&v);
+            if !got.is_empty() {
+                self.keep(got);
+                return Ok(());
+            }
+            self.own_pending = false;
+        }
+        if self
+            .last_claim
+            .is_none_or(|t| t.elapsed() >= self.claim_idle / 2)
+        {
+            let v: Value = redis::cmd("XAUTOCLAIM")
+                .arg(&self.stream)
+                .arg(&self.group)
+                .arg(&self.name)
+                .arg(self.claim_idle.as_millis() as u64)
+                .arg(&self.claim_cursor)
+                .arg("COUNT")
+                .arg(max)
+                .query_async(&mut self.conn)
+                .await?;
+            if let Value::Array(parts) = &v {
+                let next = match parts.first() {
+                    Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+                    Some(Value::SimpleString(s)) => s.clone(),
+                    _ => "0-0".to_owned(),
+                };
+                let got = parts.get(1).map(entries).unwrap_or_default();
+                if next == "0-0" {
+                    self.last_claim = Some(Instant::now());
+                }
+                self.claim_cursor = next;
+                if !got.is_empty() {
+                    tracing::info!(
+                        entries = got.len(),
+                        "took over entries a stopped consumer left pending"
+                    );
+                    self.keep(got);
+                    return Ok(());
+                }
+            }
+        }
+        let v = self.read(">", max, Some(wait)).await?;
+        self.keep(read_answer(&v));
+        Ok(())
     }
 
     async fn read(
@@ -237,51 +310,13 @@ impl BusConsumer for StreamConsumer {
     ) -> Result<Vec<PlaybackEvent>, BusError> {
         self.delivered.clear();
         let max = max.max(1);
-        if self.own_pending {
-            let v = self.read("0", max, None).await?;
-            let got = read_answer(&v);
-            if !got.is_empty() {
-                return Ok(self.take(got));
-            }
-            self.own_pending = false;
+        // Read only when everything read before was returned (and, the
+        // loop being read → apply → commit, acknowledged): a re-read of
+        // our own pending entries then never brings one twice.
+        if self.read_ahead.is_empty() {
+            self.fill(max, wait).await?;
         }
-        if self
-            .last_claim
-            .is_none_or(|t| t.elapsed() >= self.claim_idle / 2)
-        {
-            let v: Value = redis::cmd("XAUTOCLAIM")
-                .arg(&self.stream)
-                .arg(&self.group)
-                .arg(&self.name)
-                .arg(self.claim_idle.as_millis() as u64)
-                .arg(&self.claim_cursor)
-                .arg("COUNT")
-                .arg(max)
-                .query_async(&mut self.conn)
-                .await?;
-            if let Value::Array(parts) = &v {
-                let next = match parts.first() {
-                    Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
-                    Some(Value::SimpleString(s)) => s.clone(),
-                    _ => "0-0".to_owned(),
-                };
-                let got = parts.get(1).map(entries).unwrap_or_default();
-                if next == "0-0" {
-                    self.last_claim = Some(Instant::now());
-                }
-                self.claim_cursor = next;
-                if !got.is_empty() {
-                    tracing::info!(
-                        entries = got.len(),
-                        "took over entries a stopped consumer left pending"
-                    );
-                    return Ok(self.take(got));
-                }
-            }
-        }
-        let v = self.read(">", max, Some(wait)).await?;
-        let got = read_answer(&v);
-        Ok(self.take(got))
+        Ok(self.batch(max))
     }
 
     async fn commit(&mut self) -> Result<(), BusError> {

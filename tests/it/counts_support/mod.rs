@@ -281,15 +281,24 @@ impl AnalyticsEnv {
 
 impl Drop for AnalyticsEnv {
     fn drop(&mut self) {
-        // Leave nothing in the shared Redis.
-        let _ = Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "redis-cli -h 127.0.0.1 --scan --pattern '{}*' | xargs -r -n 500 redis-cli -h 127.0.0.1 del >/dev/null",
-                self.prefix
-            ))
-            .status();
+        delete_keys_now(&self.prefix);
     }
+}
+
+/// Deletes every key under `prefix` in the shared Redis.
+fn delete_keys_now(prefix: &str) {
+    let _ = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "redis-cli -h 127.0.0.1 --scan --pattern '{prefix}*' | xargs -r -n 500 redis-cli -h 127.0.0.1 del >/dev/null"
+        ))
+        .status();
+}
+
+/// Leaves nothing under `prefix` in the shared Redis.
+pub(crate) async fn delete_keys(prefix: &str) {
+    let prefix = prefix.to_owned();
+    let _ = tokio::task::spawn_blocking(move || delete_keys_now(&prefix)).await;
 }
 
 /// One playback session's beacon body: `n` events whose watched time
@@ -380,7 +389,10 @@ impl CountsProcess {
 
     /// The consumer group's uncommitted events, as the replica last saw.
     pub(crate) async fn lag(&self) -> Option<f64> {
-        metric(&metrics_text(&self.base).await, "vodfarm_counts_lag_events")
+        metric(
+            &metrics_text(&self.base).await,
+            "vodfarm_counts_lag_entries",
+        )
     }
 
     /// Waits until the group has committed everything: the lag reads 0
