@@ -79,6 +79,7 @@ REQUIRED = {
     "auth": {"workerToken": "worker-token", "operatorToken": "operator-token",
              "signingSecret": "signing-secret"},
     "store": {"url": "s3://vodfarm-media"},
+    "analytics": {"redis": {"url": "redis://redis:6379"}},
 }
 EVERYTHING = merged(REQUIRED, {
     "store": {"endpoint": "http://minio:9000", "region": "us-east-1",
@@ -337,6 +338,23 @@ def main():
             fail(f"helm template without values failed with an unexpected message: {e}")
         else:
             print("  helm template without required values: refused, as it must")
+
+    without_redis = merged(REQUIRED, {"analytics": {"redis": {"url": ""}}})
+    try:
+        helm_python.Chart.load(CHART).render(without_redis, name="vod", namespace="media")
+        fail("helm template with the api on and no analytics.redis.url rendered; the chart must refuse")
+    except helm_python.HelmRenderError as e:
+        if "set analytics.redis.url" not in str(e):
+            fail(f"helm template without analytics.redis.url failed with an unexpected message: {e}")
+        else:
+            print("  helm template with the api on and no Redis: refused, as it must")
+    no_analytics = merged(without_redis, {"api": {"enabled": False}, "counts": {"enabled": False},
+                                          "recs": {"enabled": False}})
+    try:
+        helm_python.Chart.load(CHART).render(no_analytics, name="vod", namespace="media")
+        print("  helm template without the api, counts and recs: Redis not needed")
+    except helm_python.HelmRenderError as e:
+        fail(f"helm template without the api, counts and recs still needs something: {e}")
 
     if failures:
         print(f"helm_check: {failures} check(s) failed", file=sys.stderr)

@@ -228,10 +228,33 @@ ts("Hits withheld", "Index candidates the api withheld because PostgreSQL says t
 ts("Indexer batches", "Indexer batches per second by outcome; errors are retried with a backoff.",
    [(f"sum by (outcome) (rate(vodfarm_search_batches_total[{R}]))", "{{outcome}}")], unit="ops")
 
+row("Analytics (counts, recs)")
+ts("Playback events applied", "Events the counts consumers applied per second, by result (duplicate: a redelivered or retried event the dedup key stopped), and views counted per second.",
+   [(f"sum by (result) (rate(vodfarm_counts_events_total[{R}]))", "{{result}}/s"),
+    (f"sum(rate(vodfarm_counts_views_total[{R}]))", "views/s")], unit="short")
+ts("Counts consumer lag", "Bus entries (one per beacon request, up to 100 events) the counts consumer group has not committed; every replica reports the whole group, hence max(). -1: the bus could not be asked.",
+   [("max(vodfarm_counts_lag_entries)", "entries waiting")], unit="short")
+ts("Counts batches", "Seconds to apply (one Lua script run), write history for and commit one batch.",
+   [(q(0.5, "vodfarm_counts_batch_seconds", "le"), "p50"),
+    (q(0.99, "vodfarm_counts_batch_seconds", "le"), "p99")], unit="s")
+ts("Counts errors", "Failures per second by stage (bus, redis, history, commit); each is retried with a backoff, the batch uncommitted until it succeeds.",
+   [(f"sum by (stage) (rate(vodfarm_counts_errors_total[{R}]))", "{{stage}}")], unit="short")
+stat("Last flush age", "Since the last successful flush of view counts to PostgreSQL on any replica (hourly by default; the alert fires after 3 hours).",
+     "time() - max(vodfarm_counts_last_flush_timestamp_seconds)", unit="s",
+     thresholds=[{"color": "green", "value": None}, {"color": "orange", "value": 7200}, {"color": "red", "value": 10800}])
+stat("Recs run age", "Since the last recommendation run finished (daily by default; the alert fires after 36 hours).",
+     "time() - max(vodfarm_recs_last_run_timestamp_seconds)", unit="s",
+     thresholds=[{"color": "green", "value": None}, {"color": "orange", "value": 93600}, {"color": "red", "value": 129600}])
+ts("Recommendation runs", "Runs finished and failed in the last day; videos with related lists and users with recommendations after the last run.",
+   [("sum(increase(vodfarm_recs_runs_total[1d]))", "runs/day"),
+    ("sum(increase(vodfarm_recs_failures_total[1d]))", "failures/day"),
+    ("max(vodfarm_recs_videos)", "videos"),
+    ("max(vodfarm_recs_users)", "users")], unit="short")
+
 dash = {
     "title": "vodfarm",
     "uid": "vodfarm-overview",
-    "description": "vodfarm: job queue, workers, origin/shield cache and upstream, HTTP errors, uploads, search. Shipped by the vodfarm Helm chart (helm/vodfarm/files/grafana/vodfarm.json).",
+    "description": "vodfarm: job queue, workers, origin/shield cache and upstream, HTTP errors, uploads, search, analytics (counts, recs). Shipped by the vodfarm Helm chart (helm/vodfarm/files/grafana/vodfarm.json).",
     "tags": ["vodfarm"],
     "editable": True,
     "graphTooltip": 1,

@@ -3,8 +3,8 @@
 //! really export.
 //!
 //! One real process per role (coordinator, api, worker, origin, an
-//! origin in its shield tier, a purger, a webhook sender and a search
-//! indexer) on one
+//! origin in its shield tier, a purger, a webhook sender, a search
+//! indexer, counts and recs) on one
 //! database and one local-directory store. A video is uploaded through
 //! the api with tus and transcoded by the worker, then played through
 //! the shield and the origin, so the
@@ -117,6 +117,10 @@ async fn every_role_exports_lint_clean_metrics_that_the_dashboard_and_alerts_use
     let api = ApiProcess::start(free_port(), api_args, vec![]).await;
     let purger = RoleProcess::start("purger", &db.url, &["--allow-no-cdn"]).await;
     let webhooks = RoleProcess::start("webhooks", &db.url, &[]).await;
+    // The analytics roles on keys of their own in the machine's Redis.
+    let prefix = format!("metrics{}:", uuid::Uuid::new_v4().simple());
+    let counts = RoleProcess::start("counts", &db.url, &["--redis-prefix", &prefix]).await;
+    let recs = RoleProcess::start("recs", &db.url, &["--redis-prefix", &prefix]).await;
     let indexer = IndexerProcess::start(&db.url, &[], &[]).await;
     let worker = WorkerProcess::start(
         &coordinator.base,
@@ -202,7 +206,11 @@ async fn every_role_exports_lint_clean_metrics_that_the_dashboard_and_alerts_use
         ("purger", metrics_text(&purger.base).await),
         ("webhooks", metrics_text(&webhooks.base).await),
         ("search-indexer", metrics_text(&indexer.base).await),
+        ("counts", metrics_text(&counts.base).await),
+        ("recs", metrics_text(&recs.base).await),
     ];
+    drop((counts, recs));
+    crate::counts_support::delete_keys(&prefix).await;
 
     // promtool accepts every exposition, and each is the role's.
     let own_metric = |role: &str| match role {
@@ -212,6 +220,8 @@ async fn every_role_exports_lint_clean_metrics_that_the_dashboard_and_alerts_use
         "purger" => "vodfarm_purger_backlog",
         "webhooks" => "vodfarm_webhooks_backlog",
         "search-indexer" => "vodfarm_search_index_lag_seconds",
+        "counts" => "vodfarm_counts_lag_entries",
+        "recs" => "vodfarm_recs_runs_total",
         _ => "vodfarm_origin_requests_total",
     };
     for (role, text) in &scraped {

@@ -130,6 +130,9 @@ Fails the render when required settings are missing. Renders nothing.
 {{- if and $p.enabled $p.cloudflare.zoneId (not $p.existingSecret) (not $p.cloudflare.apiToken) }}
 {{- fail "vodfarm: purger.cloudflare.zoneId needs purger.cloudflare.apiToken, or purger.existingSecret holding it under purger.cloudflareApiTokenKey" }}
 {{- end }}
+{{- if and (or .Values.api.enabled .Values.counts.enabled .Values.recs.enabled) (not .Values.analytics.redis.existingSecret) (not .Values.analytics.redis.url) }}
+{{- fail "vodfarm: api, counts and recs need Redis (live view counts, recommendations, the event bus's stream): set analytics.redis.url (redis://HOST:6379), or analytics.redis.existingSecret holding it under analytics.redis.existingSecretKey" }}
+{{- end }}
 {{- if and .Values.shield.enabled (not .Values.shield.upstream) (not .Values.origin.enabled) }}
 {{- fail "vodfarm: shield.enabled needs origin.enabled, or shield.upstream naming another origin (http://HOST:PORT)" }}
 {{- end }}
