@@ -46,6 +46,14 @@ pub struct AnalyticsArgs {
     /// partitions after this long.
     #[arg(long, env = "VODFARM_KAFKA_SESSION_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub kafka_session_timeout: Duration,
+    /// Most records (beacons) the producer puts in one batch. 1 makes
+    /// every offset a batch start: tansu's object-store engines (S3,
+    /// memory://) serve a fetch from an offset inside a batch starting at
+    /// the next batch, so a consumer resuming from a committed offset
+    /// inside a batch would skip the rest of it. Raise it on a real Kafka
+    /// when players send many small beacons.
+    #[arg(long, env = "VODFARM_KAFKA_BATCH_RECORDS", default_value_t = 1)]
+    pub kafka_batch_records: u32,
     /// librdkafka debug contexts for the producer and the consumer (e.g.
     /// `consumer,cgrp,fetch` or `all`), logged through tracing at debug
     /// level under target `librdkafka` (RUST_LOG=librdkafka=debug).
@@ -155,6 +163,7 @@ impl AnalyticsArgs {
                     partitions: self.kafka_partitions,
                     replication: self.kafka_replication,
                     session_timeout: self.kafka_session_timeout,
+                    batch_records: self.kafka_batch_records.max(1),
                     debug: self.kafka_debug.clone().filter(|d| !d.trim().is_empty()),
                 })
                 .await?,

@@ -183,6 +183,88 @@ async fn kafka_counts_exactly_through_three_sigkills() {
     exact_counts_through_kills(true).await;
 }
 
+/// Kafka consumers on tansu keep counting while the group rebalances
+/// under load: 600 sessions (12,000 events) over six videos (spread over
+/// the partitions) while a second and a third replica join, each join a
+/// rebalance that finds the others mid-batch (a commit then fails with
+/// REBALANCE_IN_PROGRESS; retrying it instead of polling kept a member
+/// from the rebalance and stalled the group). The wait is on progress:
+/// it fails only when the views stop moving for 90 s short of the total.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kafka_consumers_keep_counting_while_replicas_join() {
+    let env = Arc::new(AnalyticsEnv::start(true).await);
+    let (_, first, channel) = env.ready_video(600).await;
+    let mut videos = vec![first];
+    for i in 1..6 {
+        videos.push(env.video_in(channel, &format!("v{i}"), 600).await.1);
+    }
+    let mut replicas = vec![CountsProcess::start(&env, "joiner-1").await];
+    let sessions = 600usize;
+    let posted = Arc::new(AtomicUsize::new(0));
+    let sender = {
+        let (env, posted, videos) = (env.clone(), posted.clone(), videos.clone());
+        tokio::spawn(async move {
+            for chunk in (0..sessions).collect::<Vec<_>>().chunks(8) {
+                let mut set = tokio::task::JoinSet::new();
+                for &i in chunk {
+                    let (env, vid) = (env.clone(), videos[i % videos.len()].clone());
+                    set.spawn(async move {
+                        let body = session_body(&format!("j-{i}"), 20, 40.0, 600);
+                        let (status, v) = env.beacons(&vid, &body, None).await;
+                        assert_eq!(status, 202, "{v}");
+                    });
+                }
+                while let Some(r) = set.join_next().await {
+                    r.expect("post");
+                }
+                posted.fetch_add(chunk.len(), Ordering::SeqCst);
+            }
+        })
+    };
+    for (at, name) in [(150, "joiner-2"), (300, "joiner-3")] {
+        while posted.load(Ordering::SeqCst) < at {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        replicas.push(CountsProcess::start(&env, name).await);
+    }
+    sender.await.expect("sender");
+    // Every session watched 40 s of a 10-minute video: one view each.
+    let mut redis = env.redis.clone();
+    let (mut seen, mut moved) = (0i64, std::time::Instant::now());
+    loop {
+        let mut total = 0i64;
+        for vid in &videos {
+            let v: Option<i64> = redis::cmd("GET")
+                .arg(env.key(&format!("views:{vid}")))
+                .query_async(&mut redis)
+                .await
+                .expect("views");
+            total += v.unwrap_or(0);
+        }
+        if total == sessions as i64 {
+            break;
+        }
+        assert!(
+            total < sessions as i64,
+            "{total} views for {sessions} sessions"
+        );
+        if total != seen {
+            (seen, moved) = (total, std::time::Instant::now());
+        }
+        assert!(
+            moved.elapsed() < Duration::from_secs(90),
+            "the consumers stalled at {seen} of {sessions} views"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for vid in &videos {
+        assert_eq!(env.shown_views(vid).await, 100, "views of {vid}");
+    }
+    for r in &replicas {
+        r.wait_drained(Duration::from_secs(120)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn beacons_are_checked_before_they_reach_the_bus() {
     let env = AnalyticsEnv::start(false).await;
