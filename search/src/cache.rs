@@ -66,7 +66,10 @@ impl<V: Send + Sync + 'static> std::fmt::Debug for AnswerCache<V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AnswerCache")
             .field("route", &self.route)
-            .field("entries", &self.cache.as_ref().map(moka::sync::Cache::entry_count))
+            .field(
+                "entries",
+                &self.cache.as_ref().map(moka::sync::Cache::entry_count),
+            )
             .finish()
     }
 }

@@ -413,15 +413,8 @@ async fn relevance_and_more(api_env: &[(&'static str, String)]) {
         s["suggestions"][0]["title_html"],
         "<mark>vodfarm</mark> <mark>demo</mark>"
     );
-    let (_, s) = env.get("/v1/search/suggest", &[("q", "guit")]).await;
-    let suggested: Vec<&str> = s["suggestions"]
-        .as_array()
-        .expect("suggestions")
-        .iter()
-        .filter_map(|x| x["title"].as_str())
-        .collect();
     assert_eq!(
-        suggested,
+        env.suggested("guit").await,
         [
             "Red guitar solo",
             "The guitar is red",
@@ -1166,14 +1159,10 @@ async fn a_cached_answer_never_shows_what_was_deleted_or_privated() {
         ["Cached secret three, renamed"],
         "only the public video, as the table has it now: {page}"
     );
-    let (_, s) = env.get("/v1/search/suggest", &[("q", "cached sec")]).await;
-    let suggested: Vec<&str> = s["suggestions"]
-        .as_array()
-        .expect("suggestions")
-        .iter()
-        .filter_map(|x| x["title"].as_str())
-        .collect();
-    assert_eq!(suggested, ["Cached secret three, renamed"], "{s}");
+    assert_eq!(
+        env.suggested("cached sec").await,
+        ["Cached secret three, renamed"]
+    );
     assert_eq!(
         cache_lookups(&env, "search", "hit").await,
         search_hits + 1.0,

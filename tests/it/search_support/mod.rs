@@ -230,6 +230,18 @@ impl SearchEnv {
         titles(&body)
     }
 
+    /// The titles `GET /v1/search/suggest?q=` suggests, in order.
+    pub(crate) async fn suggested(&self, q: &str) -> Vec<String> {
+        let (status, s) = self.get("/v1/search/suggest", &[("q", q)]).await;
+        assert_eq!(status, 200, "{s}");
+        s["suggestions"]
+            .as_array()
+            .expect("suggestions")
+            .iter()
+            .filter_map(|x| x["title"].as_str().map(str::to_owned))
+            .collect()
+    }
+
     /// A sample of the api's metrics.
     pub(crate) async fn api_metric(&self, name: &str) -> f64 {
         let text = reqwest::get(format!("{}/metrics", self.api.base))
