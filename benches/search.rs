@@ -20,6 +20,11 @@
 //!    `vodfarm_search_index_lag_seconds` histogram over the measured
 //!    window, and new videos are probed through the api until found.
 //!
+//! Ours is the api as configured, its answer cache included
+//! (`VODFARM_SEARCH_CACHE_TTL`, inherited by the api: `0` turns it off);
+//! the bench prints the cache's hits. The floor runs the index calls
+//! without a cache.
+//!
 //! Environment: `VODFARM_BENCH_PG` (server, default the local one),
 //! `BENCH_KEEP_DB` (keep the database to look at plans), `BENCH_DB` (the
 //! URL of a database an earlier run kept: migrated, not seeded again,
@@ -544,6 +549,27 @@ async fn scrape(base: &str) -> anyhow::Result<String> {
         .await?)
 }
 
+/// The api's answer cache lookups so far: (hits, misses).
+fn cache_lookups(metrics: &str) -> (f64, f64) {
+    let mut out = (0.0, 0.0);
+    for l in metrics
+        .lines()
+        .filter(|l| l.starts_with("vodfarm_search_cache_requests_total{"))
+    {
+        let n: f64 = l
+            .rsplit(' ')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0.0);
+        if l.contains("result=\"hit\"") {
+            out.0 += n;
+        } else {
+            out.1 += n;
+        }
+    }
+    out
+}
+
 /// Changes videos at a steady rate until `stop`: every 50 ms a view-count
 /// flush of 5 videos and a retitle; every 500 ms a new public video,
 /// probed through `api` until it is found while `probing`.
@@ -748,9 +774,14 @@ async fn run(
     // (it is shared) weighs on both alike.
     let (mut ours, mut floor) = (Samples::default(), Samples::default());
     let half = secs / 2;
+    let (mut cache_hits, mut cache_misses) = (0.0, 0.0);
     for _ in 0..2 {
         probing.store(true, Ordering::Relaxed);
+        let before = cache_lookups(&scrape(&api.1).await?);
         ours.add(measure(http.clone(), reqs.clone(), clients, warmup, half).await?);
+        let after = cache_lookups(&scrape(&api.1).await?);
+        cache_hits += after.0 - before.0;
+        cache_misses += after.1 - before.1;
         // Probes are api requests: none while the floor is measured.
         probing.store(false, Ordering::Relaxed);
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -769,6 +800,13 @@ async fn run(
     println!(
         "search: ours {:.0} req/s (p50 {:.1} ms, p99 {:.1} ms, {} hits); floor {:.0} req/s (p50 {:.1} ms, p99 {:.1} ms, {} hits)",
         ours.qps, ours.p50_ms, ours.p99_ms, ours.hits, floor.qps, floor.p50_ms, floor.p99_ms, floor.hits
+    );
+    let lookups = cache_hits + cache_misses;
+    println!(
+        "search: ours is the api with its answer cache as configured (VODFARM_SEARCH_CACHE_TTL; 0: off): {} of {} lookups hit ({:.1} %, warm-ups included; every hit still checked against PostgreSQL); the floor has no cache",
+        cache_hits,
+        lookups,
+        if lookups > 0.0 { 100.0 * cache_hits / lookups } else { 0.0 }
     );
     println!("search: ours by kind (p50/p99): {}", ours.kinds());
     println!("search: floor by kind (p50/p99): {}", floor.kinds());

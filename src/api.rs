@@ -413,16 +413,16 @@ pub async fn run_with(
         &search_settings,
     )
     .await?;
-    let search_state = SearchState {
-        index: args
-            .search
+    let search_state = SearchState::new(
+        search_pool.clone(),
+        args.search
             .backend
             .open(search_pool.clone(), search_settings)
             .await?,
-        pool: search_pool.clone(),
-        public_origin_url: args.public_origin_url.clone(),
-        metrics: SearchMetrics::new(&registry)?,
-    };
+        args.public_origin_url.clone(),
+        SearchMetrics::new(&registry)?,
+        args.search.cache_settings(),
+    );
     tracing::info!(index = search_state.index.kind(), "search ready");
     let app = router(
         catalog_state.clone(),

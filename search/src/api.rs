@@ -8,10 +8,15 @@
 //! - `GET /v1/search/suggest?q=&limit=`: titles for as-you-type.
 //!
 //! Every candidate is checked against PostgreSQL before it is answered
-//! ([`crate::visibility`]). Bad input is a 400 naming the parameter.
+//! ([`crate::visibility`]), on every request: also when the index's
+//! answer comes from the short-lived cache ([`crate::cache`]). Bad input
+//! is a 400 naming the parameter.
 
+use crate::cache::{AnswerCache, CacheSettings};
 use crate::cursor::Mode;
-use crate::index::{Facets, IndexError, SearchIndex, Total, MARK_END, MARK_START};
+use crate::index::{
+    Facets, IndexError, IndexPage, SearchIndex, Suggestion, Total, MARK_END, MARK_START,
+};
 use crate::metrics::SearchMetrics;
 use crate::query::{QueryError, SearchRequest, SuggestRequest};
 use crate::visibility::{self, VisibleVideo};
@@ -40,6 +45,39 @@ pub struct SearchState {
     pub public_origin_url: String,
     /// Metrics.
     pub metrics: SearchMetrics,
+    /// The index's answers to searches, reused for a while.
+    pages: AnswerCache<IndexAnswer>,
+    /// The index's suggestions, reused for a while.
+    suggestions: AnswerCache<Vec<Suggestion>>,
+}
+
+/// What the index answered to a search: its page, and whether that came
+/// from the typo-tolerant match.
+#[derive(Debug)]
+struct IndexAnswer {
+    page: IndexPage,
+    typo: bool,
+}
+
+impl SearchState {
+    /// The routes' state: candidates from `index` (answers reused per
+    /// `cache`), checked against `pool`.
+    pub fn new(
+        pool: PgPool,
+        index: Arc<dyn SearchIndex>,
+        public_origin_url: String,
+        metrics: SearchMetrics,
+        cache: CacheSettings,
+    ) -> SearchState {
+        SearchState {
+            pages: AnswerCache::new(cache, "search", metrics.cache.clone()),
+            suggestions: AnswerCache::new(cache, "suggest", metrics.cache.clone()),
+            pool,
+            index,
+            public_origin_url,
+            metrics,
+        }
+    }
 }
 
 /// The routes.
@@ -265,29 +303,44 @@ impl SearchState {
         Ok(visible)
     }
 
+    /// The index's page for `req`: the strict match, or on a first page
+    /// that found nothing, the typo-tolerant one if it finds something.
+    async fn ask_index(&self, req: &SearchRequest) -> Result<IndexAnswer, ApiError> {
+        let mode = req.after.as_ref().map_or(Mode::Strict, |c| c.mode);
+        let page = self.index.search(req, mode).await.map_err(index_error)?;
+        if mode == Mode::Strict && req.after.is_none() && page.hits.is_empty() {
+            let fuzzy = self
+                .index
+                .search(req, Mode::Fuzzy)
+                .await
+                .map_err(index_error)?;
+            if !fuzzy.hits.is_empty() {
+                return Ok(IndexAnswer {
+                    page: fuzzy,
+                    typo: true,
+                });
+            }
+        }
+        Ok(IndexAnswer {
+            page,
+            typo: mode == Mode::Fuzzy,
+        })
+    }
+
     async fn answer(
         &self,
         q: Result<Query<Vec<(String, String)>>, QueryRejection>,
     ) -> Result<(SearchAnswer, &'static str), ApiError> {
         let req = SearchRequest::parse(&pairs(q)?).map_err(query_error)?;
-        let mode = req.after.as_ref().map_or(Mode::Strict, |c| c.mode);
-        let mut page = self.index.search(&req, mode).await.map_err(index_error)?;
-        let mut typo = mode == Mode::Fuzzy;
-        if mode == Mode::Strict && req.after.is_none() && page.hits.is_empty() {
-            let fuzzy = self
-                .index
-                .search(&req, Mode::Fuzzy)
-                .await
-                .map_err(index_error)?;
-            if !fuzzy.hits.is_empty() {
-                page = fuzzy;
-                typo = true;
-            }
-        }
+        let answer = self
+            .pages
+            .get_or_answer(req.cache_key(), || self.ask_index(&req))
+            .await?;
+        let (page, typo) = (&answer.page, answer.typo);
         let rows: Vec<i64> = page.hits.iter().map(|h| h.video_row).collect();
         let mut visible = self.check(&rows).await?;
         let mut hits = Vec::with_capacity(page.hits.len());
-        for h in page.hits {
+        for h in &page.hits {
             let Some(v) = visible.remove(&h.video_row) else {
                 continue;
             };
@@ -315,9 +368,9 @@ impl SearchState {
         Ok((
             SearchAnswer {
                 hits,
-                next_cursor: page.next.map(|c| c.encode(&fingerprint)),
+                next_cursor: page.next.as_ref().map(|c| c.encode(&fingerprint)),
                 total: page.total.map(total_view),
-                facets: page.facets.map(facets_view),
+                facets: page.facets.clone().map(facets_view),
                 typo,
             },
             outcome,
@@ -329,11 +382,16 @@ impl SearchState {
         q: Result<Query<Vec<(String, String)>>, QueryRejection>,
     ) -> Result<(SuggestAnswer, &'static str), ApiError> {
         let req = SuggestRequest::parse(&pairs(q)?).map_err(query_error)?;
-        let found = self.index.suggest(&req).await.map_err(index_error)?;
+        let found = self
+            .suggestions
+            .get_or_answer(req.cache_key(), || async {
+                self.index.suggest(&req).await.map_err(index_error)
+            })
+            .await?;
         let rows: Vec<i64> = found.iter().map(|s| s.video_row).collect();
         let mut visible = self.check(&rows).await?;
         let suggestions: Vec<SuggestionView> = found
-            .into_iter()
+            .iter()
             .filter_map(|s| {
                 let v = visible.remove(&s.video_row)?;
                 Some(SuggestionView {

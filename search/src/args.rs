@@ -2,6 +2,7 @@
 //! api, the indexer and `vodfarm search reindex`), how the api searches
 //! PostgreSQL ([`SearchApiArgs`]), and the indexer role ([`IndexerArgs`]).
 
+use crate::cache::CacheSettings;
 use crate::elastic::EsIndex;
 use crate::index::{IndexError, SearchIndex};
 use crate::postgres::{PgIndex, PgSearchSettings};
@@ -63,8 +64,9 @@ pub struct SearchApiArgs {
     /// those).
     #[arg(long, env = "VODFARM_SEARCH_FACET_LIMIT", default_value_t = 500)]
     pub search_facet_limit: i64,
-    /// PostgreSQL index: words that can match more than this many
-    /// documents (an upper bound from the planner's statistics) are
+    /// PostgreSQL index: words that match more than this many documents
+    /// (estimated from the planner's statistics, as if words were
+    /// independent) are
     /// looked up views band by views band, reading about a window of
     /// rows (phrases: in a bounded set of candidates); fewer matches are
     /// read all. 0: always so (prefixes excepted).
@@ -79,9 +81,28 @@ pub struct SearchApiArgs {
     /// searches cannot starve uploads).
     #[arg(long, env = "VODFARM_SEARCH_DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub search_db_max_connections: u32,
+    /// How long the index's answer to a search or suggestion (hits,
+    /// cursor, counts) is reused for the same request (0: not cached).
+    /// Every reused hit is still checked against PostgreSQL on each
+    /// request, so nothing deleted or private is shown; a new video may
+    /// be missing for up to this long after it was indexed (findable
+    /// within index lag + TTL).
+    #[arg(long, env = "VODFARM_SEARCH_CACHE_TTL", default_value = "250ms", value_parser = parse_duration)]
+    pub search_cache_ttl: Duration,
+    /// Most answers the search cache keeps (per route).
+    #[arg(long, env = "VODFARM_SEARCH_CACHE_ENTRIES", default_value_t = 4096)]
+    pub search_cache_entries: u64,
 }
 
 impl SearchApiArgs {
+    /// The answer cache's settings.
+    pub fn cache_settings(&self) -> CacheSettings {
+        CacheSettings {
+            ttl: self.search_cache_ttl,
+            entries: self.search_cache_entries,
+        }
+    }
+
     /// The PostgreSQL index settings.
     pub fn pg_settings(&self) -> PgSearchSettings {
         PgSearchSettings {

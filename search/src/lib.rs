@@ -20,7 +20,8 @@
 //! - `outbox.rs`: claiming and finishing outbox rows; `indexer.rs`: the
 //!   `search-indexer` role.
 //! - `visibility.rs`: the final check of every hit against PostgreSQL;
-//!   `api.rs`: the routes; `metrics.rs`; `args.rs`: flags;
+//!   `cache.rs`: the api's short-lived cache of index answers (checked
+//!   by `visibility.rs` like any other); `api.rs`: the routes; `metrics.rs`; `args.rs`: flags;
 //!   `reindex.rs`: `vodfarm search reindex`.
 //!
 //! Invariants: a hit is answered only if `videos` says it is ready and
@@ -32,6 +33,7 @@
 
 pub mod api;
 pub mod args;
+pub mod cache;
 pub mod cursor;
 pub mod document;
 pub mod elastic;

@@ -103,6 +103,8 @@ pub struct SearchMetrics {
     /// (deleted, private or unfinished since they were indexed): how
     /// much the index lags.
     pub hidden: IntCounter,
+    /// Answer cache lookups by route and result (`hit`, `miss`).
+    pub cache: IntCounterVec,
 }
 
 impl SearchMetrics {
@@ -128,8 +130,16 @@ impl SearchMetrics {
                 "vodfarm_search_hidden_hits_total",
                 "Search index candidates withheld because PostgreSQL says the video may not be shown",
             )?,
+            cache: IntCounterVec::new(
+                Opts::new(
+                    "vodfarm_search_cache_requests_total",
+                    "Search answer cache lookups, by route and result (hit, miss)",
+                ),
+                &["route", "result"],
+            )?,
         };
         registry.register(Box::new(m.requests.clone()))?;
+        registry.register(Box::new(m.cache.clone()))?;
         registry.register(Box::new(m.seconds.clone()))?;
         registry.register(Box::new(m.hidden.clone()))?;
         Ok(m)

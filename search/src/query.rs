@@ -309,7 +309,27 @@ impl SearchRequest {
     }
 }
 
+impl SearchRequest {
+    /// What identifies the index's answer to this request: the search
+    /// ([`SearchRequest::fingerprint`]), the page size and where the page
+    /// starts (the cursor's match and keys).
+    pub fn cache_key(&self) -> String {
+        let fingerprint = self.fingerprint();
+        let after = self
+            .after
+            .as_ref()
+            .map(|c| c.encode(&fingerprint))
+            .unwrap_or_default();
+        format!("{fingerprint}\u{1f}{}\u{1f}{after}", self.limit)
+    }
+}
+
 impl SuggestRequest {
+    /// What identifies the index's answer to this request.
+    pub fn cache_key(&self) -> String {
+        format!("{}\u{1f}{}", self.text.canonical(), self.limit)
+    }
+
     /// Checks the query string's pairs of `GET /v1/search/suggest`.
     pub fn parse(pairs: &[(String, String)]) -> Result<SuggestRequest, QueryError> {
         let p = collect(pairs, SUGGEST_PARAMS)?;
@@ -397,5 +417,42 @@ mod tests {
         let c = SearchRequest::parse(&pairs(&[("q", "guitar"), ("sort", "views")])).expect("c");
         assert_eq!(a.fingerprint(), b.fingerprint());
         assert_ne!(a.fingerprint(), c.fingerprint());
+    }
+
+    #[test]
+    fn the_cache_key_tells_every_answer_apart() {
+        let key = |q: &[(&str, &str)]| SearchRequest::parse(&pairs(q)).expect("valid").cache_key();
+        assert_eq!(key(&[("q", "Guitar ")]), key(&[("q", "guitar ")]));
+        assert_ne!(key(&[("q", "guitar ")]), key(&[("q", "guitar")]), "prefix");
+        assert_ne!(
+            key(&[("q", "guitar")]),
+            key(&[("q", "guitar"), ("limit", "5")])
+        );
+        assert_ne!(
+            key(&[("q", "guitar")]),
+            key(&[("q", "guitar"), ("category", "Music")])
+        );
+        let first = SearchRequest::parse(&pairs(&[("q", "guitar")])).expect("first");
+        let cursor = |keys: Vec<serde_json::Value>| {
+            Cursor {
+                mode: crate::cursor::Mode::Strict,
+                keys,
+            }
+            .encode(&first.fingerprint())
+        };
+        let page = |c: &str| key(&[("q", "guitar"), ("cursor", c)]);
+        let (a, b) = (
+            cursor(vec![1.into(), 2.into()]),
+            cursor(vec![1.into(), 3.into()]),
+        );
+        assert_ne!(page(&a), page(&b));
+        assert_ne!(page(&a), key(&[("q", "guitar")]));
+        let s = |q: &str| {
+            SuggestRequest::parse(&pairs(&[("q", q)]))
+                .expect("valid")
+                .cache_key()
+        };
+        assert_eq!(s("Vodf"), s("vodf"));
+        assert_ne!(s("vodf"), s("vodfa"));
     }
 }

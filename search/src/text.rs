@@ -303,6 +303,28 @@ impl TextQuery {
         changed.then_some(q)
     }
 
+    /// The query without the word being typed: `None` when no word is a
+    /// prefix, or when its alternative would then require no word (a
+    /// query that matches at least every document the query matches).
+    pub fn without_prefix(&self) -> Option<TextQuery> {
+        if !self.has_prefix() {
+            return None;
+        }
+        let mut q = self.clone();
+        for group in &mut q.groups {
+            for t in group.iter_mut().filter(|t| t.prefix) {
+                t.words.pop();
+                t.alternatives.truncate(t.words.len());
+                t.prefix = false;
+            }
+            group.retain(|t| !t.words.is_empty());
+            if group.iter().all(|t| t.negated) {
+                return None;
+            }
+        }
+        Some(q)
+    }
+
     /// Whether some term is a quoted phrase.
     pub fn has_phrase(&self) -> bool {
         self.groups.iter().flatten().any(|t| t.phrase)
@@ -408,6 +430,28 @@ mod tests {
             "(('red' & 'guitar') & !('drums')) | (('cats'))"
         );
         assert!(!q.has_prefix());
+        assert_eq!(q.without_prefix(), None, "no word being typed");
+    }
+
+    #[test]
+    fn the_query_without_the_word_being_typed() {
+        let q = TextQuery::parse("cats or red guit").expect("q");
+        assert_eq!(
+            q.without_prefix().map(|d| d.to_tsquery()).as_deref(),
+            Some("(('cats')) | (('red'))")
+        );
+        // rock&roll: one term of two words; only the typed one goes.
+        let q = TextQuery::parse("rock&roll").expect("q");
+        assert_eq!(
+            q.without_prefix().map(|d| d.to_tsquery()).as_deref(),
+            Some("(('rock'))")
+        );
+        // Nothing would be left to look for.
+        for alone in ["guit", "cats or guit", "-drums guit"] {
+            let q = TextQuery::parse(alone).expect(alone);
+            assert!(q.has_prefix(), "{alone}");
+            assert_eq!(q.without_prefix(), None, "{alone}");
+        }
     }
 
     #[test]
@@ -497,6 +541,12 @@ mod tests {
             ]]
         );
         assert!(fixed.has_prefix() && fixed.has_phrase());
+        let driver = fixed.without_prefix().expect("words besides the prefix");
+        assert_eq!(
+            driver.to_loose_tsquery(),
+            "((('guitar' | 'guitars')) & !('drums') & (('red') & ('guitar' | 'guitars')))"
+        );
+        assert!(!driver.has_prefix());
         c.remove("gutar");
         assert_eq!(q.corrected(&c), None, "nothing changed");
     }

@@ -147,8 +147,55 @@ async fn a_common_word_is_ranked_and_counted_over_its_most_viewed_matches() {
     ])
     .await;
     env.insert(&corpus()).await;
+    let quokkas: Vec<Doc> = [
+        ("parade", 70, "Pets"),
+        ("morning", 50, "Pets"),
+        ("alone", 90, "Pets"),
+    ]
+    .into_iter()
+    .chain([
+        ("trip", 60, "Travel"),
+        ("nap", 3, "Pets"),
+        ("hop", 51, "Pets"),
+    ])
+    .map(|(t, views, c)| Doc {
+        title: Box::leak(format!("Quokka {t}").into_boxed_str()),
+        views,
+        category: Some(c),
+        ..Doc::default()
+    })
+    .collect();
+    env.insert(&quokkas).await;
     env.start_indexer(500, &[]).await;
     env.wait_indexed().await;
+    // By views in a category: band by band (90 and 70: band 6; 51 and
+    // 50: band 5; 3: band 2), every match in order, page after page.
+    let pets = [
+        "Quokka alone",
+        "Quokka parade",
+        "Quokka hop",
+        "Quokka morning",
+        "Quokka nap",
+    ];
+    let q = [("q", "quokka "), ("category", "pets"), ("sort", "views")];
+    assert_eq!(env.titles(&q).await, pets);
+    let mut paged = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut query = q.to_vec();
+        query.push(("limit", "2"));
+        if let Some(c) = &cursor {
+            query.push(("cursor", c.as_str()));
+        }
+        let page = env.search(&query).await;
+        paged.extend(titles(&page));
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+        assert!(paged.len() <= pets.len(), "{paged:?}");
+    }
+    assert_eq!(paged, pets);
     // "guitar": 5000 views (band 12, description), 1000 (band 9, tag),
     // 300, 20 and 10 (titles). The window holds the first two; the tag
     // match outranks the description match.
@@ -366,15 +413,8 @@ async fn relevance_and_more(api_env: &[(&'static str, String)]) {
         s["suggestions"][0]["title_html"],
         "<mark>vodfarm</mark> <mark>demo</mark>"
     );
-    let (_, s) = env.get("/v1/search/suggest", &[("q", "guit")]).await;
-    let suggested: Vec<&str> = s["suggestions"]
-        .as_array()
-        .expect("suggestions")
-        .iter()
-        .filter_map(|x| x["title"].as_str())
-        .collect();
     assert_eq!(
-        suggested,
+        env.suggested("guit").await,
         [
             "Red guitar solo",
             "The guitar is red",
@@ -1052,4 +1092,189 @@ async fn the_documented_parameters_are_the_accepted_ones() {
         .await;
     assert_eq!(only["hits"].as_array().map(Vec::len), Some(1));
     assert_eq!(only["hits"][0]["channel"]["channel_id"], other_pub.as_str());
+}
+
+/// The api's answer cache lookups of `route` with `result` (hit, miss).
+async fn cache_lookups(env: &SearchEnv, route: &str, result: &str) -> f64 {
+    let text = reqwest::get(format!("{}/metrics", env.api.base))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .filter(|l| l.starts_with("vodfarm_search_cache_requests_total{"))
+        .filter(|l| {
+            l.contains(&format!("route=\"{route}\"")) && l.contains(&format!("result=\"{result}\""))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A cached answer is the index's candidates only: each request still
+/// checks them against `videos`, so what was deleted or privated after
+/// the answer was cached is never shown, and what a hit shows (title,
+/// channel, views) is the table's current state. A cached answer does
+/// lag for new videos, up to the TTL (an hour here: it never expires
+/// during the test).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cached_answer_never_shows_what_was_deleted_or_privated() {
+    let mut env = SearchEnv::start(&[("VODFARM_SEARCH_CACHE_TTL", "1h".into())]).await;
+    let docs: Vec<Doc> = ["one", "two", "three"]
+        .into_iter()
+        .map(|n| Doc {
+            title: Box::leak(format!("Cached secret {n}").into_boxed_str()),
+            ..Doc::default()
+        })
+        .collect();
+    let ids = env.insert(&docs).await;
+    env.start_indexer(500, &[]).await;
+    env.wait_indexed().await;
+    let q = [("q", "cached secret ")];
+    assert_eq!(env.titles(&q).await.len(), 3);
+    let (_, s) = env.get("/v1/search/suggest", &[("q", "cached sec")]).await;
+    assert_eq!(s["suggestions"].as_array().map(Vec::len), Some(3), "{s}");
+    let search_hits = cache_lookups(&env, "search", "hit").await;
+    let suggest_hits = cache_lookups(&env, "suggest", "hit").await;
+
+    // Deleted, privated and renamed while the answers are cached (the
+    // indexer keeps running: the index drops them, the cache does not).
+    for (id, change) in ids.iter().zip([
+        "status = 'deleted'",
+        "privacy = 'private'",
+        "title = 'Cached secret three, renamed'",
+    ]) {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE videos SET {change} WHERE video_id = $1"
+        )))
+        .bind(id)
+        .execute(&env.db.pool)
+        .await
+        .expect("change");
+    }
+    env.wait_indexed().await;
+    let page = env.search(&q).await;
+    assert_eq!(
+        titles(&page),
+        ["Cached secret three, renamed"],
+        "only the public video, as the table has it now: {page}"
+    );
+    assert_eq!(
+        env.suggested("cached sec").await,
+        ["Cached secret three, renamed"]
+    );
+    assert_eq!(
+        cache_lookups(&env, "search", "hit").await,
+        search_hits + 1.0,
+        "the search was answered from the cache"
+    );
+    assert_eq!(
+        cache_lookups(&env, "suggest", "hit").await,
+        suggest_hits + 1.0,
+        "the suggestion too"
+    );
+
+    // A new video: missing from the cached answer until its TTL ends
+    // (the documented staleness), found by any other request.
+    env.insert(&[Doc {
+        title: "Cached secret four",
+        ..Doc::default()
+    }])
+    .await;
+    env.wait_indexed().await;
+    assert_eq!(env.titles(&q).await.len(), 1, "the cached answer");
+    assert_eq!(
+        set(&env.titles(&[("q", "cached secret "), ("limit", "5")]).await),
+        set(&[
+            "Cached secret three, renamed".into(),
+            "Cached secret four".into()
+        ])
+    );
+}
+
+/// A word being typed whose prefix many documents hold, after a rare
+/// word: the rare word's documents are the candidates, each checked
+/// against the whole query (the planner's statistics say so once the
+/// table is analyzed). The answers are those of the whole query.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rare_word_finds_the_candidates_of_a_common_prefix() {
+    let mut env = SearchEnv::start(&[]).await;
+    let mut docs: Vec<Doc> = (0..50)
+        .map(|i| Doc {
+            title: Box::leak(format!("Zorkmid story {i}").into_boxed_str()),
+            views: i,
+            ..Doc::default()
+        })
+        .collect();
+    for (title, views, category) in [
+        ("Quokka zorkmid parade", 70, "Pets"),
+        ("Quokka zorkish morning", 50, "Pets"),
+        ("Quokka jumps over zorkian hills", 60, "Travel"),
+        ("Quokka alone", 90, "Pets"),
+    ] {
+        docs.push(Doc {
+            title,
+            views,
+            category: Some(category),
+            ..Doc::default()
+        });
+    }
+    env.insert(&docs).await;
+    env.start_indexer(500, &[]).await;
+    env.wait_indexed().await;
+    sqlx::query("ANALYZE search_documents")
+        .execute(&env.db.pool)
+        .await
+        .expect("analyze");
+
+    let page = env.search(&[("q", "quokka zork")]).await;
+    assert_eq!(
+        set(&titles(&page)),
+        set(&[
+            "Quokka zorkmid parade".into(),
+            "Quokka zorkish morning".into(),
+            "Quokka jumps over zorkian hills".into()
+        ]),
+        "{page}"
+    );
+    assert_eq!(
+        page["total"],
+        serde_json::json!({"value": 3, "relation": "eq"})
+    );
+    assert_eq!(
+        page["facets"]["category"],
+        serde_json::json!([{"value": "Pets", "count": 2}, {"value": "Travel", "count": 1}])
+    );
+    assert_eq!(
+        env.titles(&[("q", "quokka zork"), ("sort", "views")]).await,
+        [
+            "Quokka zorkmid parade",
+            "Quokka jumps over zorkian hills",
+            "Quokka zorkish morning"
+        ]
+    );
+    assert_eq!(all_pages(&env, "quokka zork", "relevance").await.len(), 3);
+    assert_eq!(
+        env.titles(&[("q", "quokka zork"), ("category", "travel")])
+            .await,
+        ["Quokka jumps over zorkian hills"]
+    );
+    assert_eq!(
+        env.titles(&[("q", "\"quokka jumps\" zork")]).await,
+        ["Quokka jumps over zorkian hills"]
+    );
+    assert_eq!(
+        env.titles(&[("q", "quokka zorkmid par")]).await,
+        ["Quokka zorkmid parade"]
+    );
+    assert!(env.strict(&[("q", "quokka zorx")]).await.is_empty());
+    // The prefix alone is the whole query: the index answers it (the
+    // prefix is stemmed like any word: zorkis -> zorki).
+    assert_eq!(
+        set(&env.titles(&[("q", "zorkis")]).await),
+        set(&[
+            "Quokka zorkish morning".into(),
+            "Quokka jumps over zorkian hills".into()
+        ])
+    );
 }

@@ -113,8 +113,17 @@ impl Default for Doc {
 
 impl SearchEnv {
     /// Starts everything; `api_env` goes to the api and the indexer
-    /// (e.g. ELASTICSEARCH_URL).
+    /// (e.g. ELASTICSEARCH_URL). The api's answer cache is off unless
+    /// `api_env` sets `VODFARM_SEARCH_CACHE_TTL`: these tests read their
+    /// own writes at once, which a cache allows only after its TTL.
     pub(crate) async fn start(api_env: &[(&'static str, String)]) -> SearchEnv {
+        let mut api_env = api_env.to_vec();
+        if !api_env
+            .iter()
+            .any(|(k, _)| *k == "VODFARM_SEARCH_CACHE_TTL")
+        {
+            api_env.push(("VODFARM_SEARCH_CACHE_TTL", "0".into()));
+        }
         let db = TestDb::new().await;
         let store = tempfile::tempdir().expect("store dir");
         let args: Vec<String> = [
@@ -134,7 +143,7 @@ impl SearchEnv {
         .iter()
         .map(ToString::to_string)
         .collect();
-        let api = ApiProcess::start(free_port(), args, api_env.to_vec()).await;
+        let api = ApiProcess::start(free_port(), args, api_env).await;
         let channel = insert_channel(&db, "Alice Makes Music").await;
         SearchEnv {
             indexer: None,
@@ -219,6 +228,18 @@ impl SearchEnv {
             return Vec::new();
         }
         titles(&body)
+    }
+
+    /// The titles `GET /v1/search/suggest?q=` suggests, in order.
+    pub(crate) async fn suggested(&self, q: &str) -> Vec<String> {
+        let (status, s) = self.get("/v1/search/suggest", &[("q", q)]).await;
+        assert_eq!(status, 200, "{s}");
+        s["suggestions"]
+            .as_array()
+            .expect("suggestions")
+            .iter()
+            .filter_map(|x| x["title"].as_str().map(str::to_owned))
+            .collect()
     }
 
     /// A sample of the api's metrics.
