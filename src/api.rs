@@ -106,6 +106,16 @@ pub struct ApiArgs {
     /// How long a user token (from sign-up or log-in) stays valid.
     #[arg(long, env = "VODFARM_TOKEN_TTL", default_value = "30d", value_parser = parse_duration)]
     pub token_ttl: Duration,
+    /// Beacon requests (`POST /v1/videos/{id}/beacons`) one client
+    /// address may make per --beacon-window, over all replicas (counted in
+    /// Redis); past it, 429 with Retry-After. A player sends about one
+    /// per 10 s; the default leaves room for a household or an office
+    /// behind one address. 0: no limit.
+    #[arg(long, env = "VODFARM_BEACONS_PER_CLIENT", default_value_t = 600)]
+    pub beacons_per_client: u32,
+    /// The window --beacons-per-client counts over.
+    #[arg(long, env = "VODFARM_BEACON_WINDOW", default_value = "60s", value_parser = parse_duration)]
+    pub beacon_window: Duration,
     /// Throttling of log-ins, sign-ups and upload tokens.
     #[command(flatten)]
     pub throttle: vodfarm_core::throttle::ThrottleArgs,
@@ -359,6 +369,13 @@ pub async fn run_with(
         .await?;
     let store = vodfarm_core::store::open(&args.store).await?;
     let analytics = args.analytics.open(pool.clone()).await?;
+    let beacon_limit = vodfarm_analytics::rate::RateLimit::new(
+        analytics.counters.connection(),
+        analytics.counters.prefix(),
+        "beacons",
+        args.beacons_per_client,
+        args.beacon_window,
+    );
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|source| ApiRunError::Serve {
@@ -404,6 +421,7 @@ pub async fn run_with(
         }),
         throttle: throttle.clone(),
         analytics,
+        beacon_limit,
     };
     let connections = vodfarm_core::serve::ConnectionMetrics::new(&registry)?;
     let search_settings = args.search.pg_settings();

@@ -9,6 +9,7 @@
 //!   batch of events idempotently, and the live delta the api adds to
 //!   the flushed view count.
 //! - [`recs`]: the recommendation sets in Redis and their reads.
+//! - [`rate`]: a request budget per client in Redis (the api's beacons).
 //! - [`watch`]: the [`watch::WatchStore`] trait (history and progress),
 //!   on PostgreSQL (default) or Scylla/Cassandra (`SCYLLA_NODES`), and
 //!   erasure.
@@ -21,5 +22,6 @@ pub mod args;
 pub mod bus;
 pub mod counters;
 pub mod event;
+pub mod rate;
 pub mod recs;
 pub mod watch;

@@ -6,7 +6,11 @@
 //! time and client clock plausible), stamped with the viewer (user id
 //! when a token came) and the api's clock, and appended to the event bus;
 //! 202 once the bus holds them all. Event ids are the client's, so a
-//! retried batch counts once (`vodfarm counts` deduplicates).
+//! retried batch counts once (`vodfarm counts` deduplicates). Each
+//! client address has a budget of requests per window, checked first
+//! (429 `rate_limited` past it): a view counts once per session, and
+//! session ids are the player's, so one address must not send sessions
+//! without end.
 
 use crate::state::CatalogState;
 use crate::validate::unprocessable;
@@ -16,8 +20,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use vodfarm_analytics::event::{EventKind, PlaybackEvent};
+use vodfarm_analytics::rate::Verdict;
 use vodfarm_core::auth::optional_user;
 use vodfarm_core::http::{ApiError, ApiJson};
+use vodfarm_core::throttle::Peer;
 
 /// Most events in one request.
 pub const MAX_EVENTS: usize = 100;
@@ -69,6 +75,17 @@ fn valid_session(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
+/// 429 `rate_limited` with `Retry-After: secs`.
+fn rate_limited(secs: u64) -> ApiError {
+    let mut e = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        format!("too many beacon requests from this address; retry in {secs} seconds"),
+    );
+    e.retry_after = Some(secs);
+    e
+}
+
 /// Checks one event against the video's duration and the api's clock.
 fn check(i: usize, b: &Beacon, duration: i32, now: f64) -> Result<(), ApiError> {
     let field = |name: &str| format!("events[{i}].{name}");
@@ -104,9 +121,16 @@ fn check(i: usize, b: &Beacon, duration: i32, now: f64) -> Result<(), ApiError> 
 pub async fn post_beacons(
     State(s): State<CatalogState>,
     Path(video_id): Path<String>,
+    peer: Peer,
     headers: HeaderMap,
     ApiJson(batch): ApiJson<BeaconBatch>,
 ) -> Result<Response, ApiError> {
+    let client = s.throttle.client(&headers, peer);
+    if let Verdict::Refused { retry_after } = s.beacon_limit.take(&client.to_string()).await {
+        let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+        tracing::info!(client = %client, retry_after = secs, "beacons refused: budget spent");
+        return Err(rate_limited(secs));
+    }
     let viewer = optional_user(&s.pool, &headers).await?;
     let v = visible_video(&s, &video_id, viewer.as_ref()).await?;
     if v.view.status != "ready" {

@@ -37,4 +37,6 @@ pub struct CatalogState {
     pub throttle: Throttle,
     /// Live counters, the event bus and the watch store.
     pub analytics: vodfarm_analytics::args::Analytics,
+    /// Each client address's budget of beacon requests.
+    pub beacon_limit: vodfarm_analytics::rate::RateLimit,
 }

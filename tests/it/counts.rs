@@ -273,6 +273,80 @@ async fn kafka_consumers_keep_counting_while_replicas_join() {
     }
 }
 
+/// Each client address has a budget of beacon requests per window
+/// (counted in Redis, so over every replica): past it, 429
+/// `rate_limited` with Retry-After; another address is not affected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_address_past_its_beacon_budget_is_refused_and_others_are_not() {
+    let env = AnalyticsEnv::start_with(
+        false,
+        &[
+            "--beacons-per-client",
+            "3",
+            "--beacon-window",
+            "1h",
+            "--client-ip-header",
+            "X-Forwarded-For",
+        ],
+    )
+    .await;
+    let (_, vid, _) = env.ready_video(60).await;
+    let post = |address: &'static str| {
+        let env = &env;
+        let vid = vid.clone();
+        async move {
+            let r = env
+                .api
+                .http
+                .post(env.api.url(&format!("/v1/videos/{vid}/beacons")))
+                .header("X-Forwarded-For", format!("198.51.100.1, {address}"))
+                .json(&session_body(
+                    &uuid::Uuid::new_v4().simple().to_string(),
+                    1,
+                    1.0,
+                    60,
+                ))
+                .send()
+                .await
+                .expect("beacons");
+            let status = r.status().as_u16();
+            let retry = r
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+            (
+                status,
+                retry,
+                r.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let hour = || chrono::Utc::now().timestamp() / 3600;
+    let before = hour();
+    let mut allowed = 0;
+    let refused = loop {
+        let (status, retry, body) = post("203.0.113.7").await;
+        match status {
+            202 => allowed += 1,
+            429 => break (retry, body),
+            other => panic!("{other}: {body}"),
+        }
+        assert!(allowed <= 6, "never refused");
+    };
+    // Exactly the budget, unless a window's edge passed meanwhile.
+    if hour() == before {
+        assert_eq!(allowed, 3);
+    }
+    let (retry, body) = refused;
+    assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+    assert!(retry.is_some_and(|s| (1..=3600).contains(&s)), "{retry:?}");
+    // Another address has its own budget; the refused one stays refused.
+    assert_eq!(post("203.0.113.8").await.0, 202);
+    if hour() == before {
+        assert_eq!(post("203.0.113.7").await.0, 429);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn beacons_are_checked_before_they_reach_the_bus() {
     let env = AnalyticsEnv::start(false).await;

@@ -89,6 +89,13 @@ pub(crate) struct AnalyticsEnv {
 
 impl AnalyticsEnv {
     pub(crate) async fn start(kafka: bool) -> AnalyticsEnv {
+        // The tests send hundreds of beacons from one address in seconds:
+        // a budget far above that (one test checks the budget itself).
+        AnalyticsEnv::start_with(kafka, &["--beacons-per-client", "100000"]).await
+    }
+
+    /// An env whose api also takes `api_args`.
+    pub(crate) async fn start_with(kafka: bool, api_args: &[&str]) -> AnalyticsEnv {
         let prefix = format!("t{}:", uuid::Uuid::new_v4().simple());
         let kafka = if kafka {
             Some(Tansu::start().await)
@@ -104,6 +111,7 @@ impl AnalyticsEnv {
                 "3".to_owned(),
             ]);
         }
+        extra.extend(api_args.iter().map(|a| (*a).to_owned()));
         let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
         let api = ApiEnv::start(&extra).await;
         let redis = redis::Client::open(REDIS)
