@@ -422,9 +422,12 @@ async fn main() -> Result<()> {
         );
         for j in &jobs {
             if j.kind != "chunk" {
+                let read = j
+                    .source_bytes
+                    .map_or_else(|| "nothing of the original".to_owned(), |b| format!("{b} bytes"));
                 println!(
-                    "  {:9} {:7.1} s  waited {:5.1} s  read {:?} bytes",
-                    j.kind, j.seconds, j.wait, j.source_bytes
+                    "  {:9} {:7.1} s  waited {:5.1} s  read {read}",
+                    j.kind, j.seconds, j.wait
                 );
             }
         }
