@@ -95,6 +95,13 @@ pub struct ApiArgs {
     /// (memory per PATCH is about this many parts).
     #[arg(long, env = "VODFARM_UPLOAD_PARALLEL_PARTS", default_value_t = 4)]
     pub upload_parallel_parts: usize,
+    /// A deleted video's objects are removed at once and again this long
+    /// after the deletion, once no worker can still be writing them (a
+    /// worker running one of its jobs stops at its next heartbeat): keep
+    /// it above the workers' --heartbeat-interval and the coordinator's
+    /// --lease-ttl.
+    #[arg(long, env = "VODFARM_PURGE_SETTLE", default_value = "10m", value_parser = parse_duration)]
+    pub purge_settle: Duration,
     /// How often expired uploads are cleaned up and unfinished purges of
     /// deleted videos retried.
     #[arg(long, env = "VODFARM_SWEEP_INTERVAL", default_value = "60s", value_parser = parse_duration)]
@@ -418,6 +425,7 @@ pub async fn run_with(
             token_ttl: args.token_ttl,
             max_subtitle_size: args.max_subtitle_size,
             webhook_destinations: args.webhooks.into(),
+            purge_settle: args.purge_settle,
         }),
         throttle: throttle.clone(),
         analytics,

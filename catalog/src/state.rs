@@ -22,6 +22,9 @@ pub struct CatalogSettings {
     pub max_subtitle_size: u64,
     /// Where webhook URLs may point (SSRF rules).
     pub webhook_destinations: DestinationPolicy,
+    /// How long after a deletion no worker can still be writing the
+    /// video's objects (their final removal).
+    pub purge_settle: Duration,
 }
 
 /// Shared state of the catalog handlers.

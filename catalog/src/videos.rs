@@ -597,7 +597,7 @@ pub async fn delete_video(
     tracing::info!(video_id = %video_id, "video deleted; removing its objects");
     let st = s.clone();
     tokio::spawn(async move {
-        if let Err(e) = purge(&st, v.id, &v.view.video_id).await {
+        if let Err(e) = purge(&st, v.id, &v.view.video_id, false).await {
             tracing::warn!(video_id = %v.view.video_id, error = %e, "object removal failed; the sweep will retry");
         }
     });
@@ -619,7 +619,9 @@ async fn delete_tx(s: &CatalogState, video: i64) -> Result<(), sqlx::Error> {
     // … and again under the video lock: an upload completing meanwhile
     // inserted its jobs while holding the video row.
     sqlx::query(CANCEL).bind(video).execute(&mut *tx).await?;
-    sqlx::query("UPDATE videos SET status = 'deleted', updated_at = now() WHERE id = $1")
+    sqlx::query(
+        "UPDATE videos SET status = 'deleted', deleted_at = now(), updated_at = now() WHERE id = $1",
+    )
         .bind(video)
         .execute(&mut *tx)
         .await?;
@@ -628,8 +630,14 @@ async fn delete_tx(s: &CatalogState, video: i64) -> Result<(), sqlx::Error> {
 
 /// Removes a deleted video's objects (originals, encoded files,
 /// thumbnails, subtitles), ends its unfinished uploads, and records that
-/// the purge finished.
-pub async fn purge(s: &CatalogState, video: i64, video_id: &str) -> Result<(), String> {
+/// the purge finished; `settled`: no worker can still be writing them
+/// (the final purge, recorded as such).
+pub async fn purge(
+    s: &CatalogState,
+    video: i64,
+    video_id: &str,
+    settled: bool,
+) -> Result<(), String> {
     let uploads: Vec<(uuid::Uuid, String, Option<String>)> = sqlx::query_as(
         "UPDATE upload_sessions SET status = 'terminated', updated_at = now()
          WHERE id IN (SELECT id FROM upload_sessions WHERE video_id = $1 AND status = 'active'
@@ -664,28 +672,43 @@ pub async fn purge(s: &CatalogState, video: i64, video_id: &str) -> Result<(), S
     for p in &prefixes {
         s.store.delete_prefix(p).await.map_err(|e| e.to_string())?;
     }
-    sqlx::query("UPDATE videos SET objects_purged_at = now() WHERE id = $1")
-        .bind(video)
-        .execute(&s.pool)
-        .await
-        .map_err(|e| e.to_string())?;
+    sqlx::query(
+        "UPDATE videos SET objects_purged_at = now(),
+             objects_settled_at = CASE WHEN $2 THEN now() ELSE objects_settled_at END
+         WHERE id = $1",
+    )
+    .bind(video)
+    .bind(settled)
+    .execute(&s.pool)
+    .await
+    .map_err(|e| e.to_string())?;
     Ok(())
 }
 
 /// Sweeps deleted videos whose objects were not (fully) removed, e.g.
-/// because the api stopped mid-purge; returns how many it purged.
+/// because the api stopped mid-purge, and removes them once more when
+/// `settings.purge_settle` has passed since the deletion (a worker that
+/// was running one of the video's jobs may have uploaded objects after
+/// the first removal, until its heartbeat told it); returns how many it
+/// purged.
 pub async fn sweep_deleted(s: &CatalogState) -> Result<usize, String> {
-    let rows: Vec<(i64, String)> = sqlx::query_as(
-        "SELECT id, video_id FROM videos
-         WHERE status = 'deleted' AND objects_purged_at IS NULL
-           AND updated_at < now() - interval '1 minute'
+    let rows: Vec<(i64, String, bool)> = sqlx::query_as(
+        "SELECT id, video_id, settled FROM (
+             SELECT id, video_id,
+                    coalesce(deleted_at, updated_at) < now() - make_interval(secs => $1) AS settled,
+                    objects_purged_at IS NULL AND updated_at < now() - interval '1 minute' AS unfinished
+             FROM videos
+             WHERE status = 'deleted' AND objects_settled_at IS NULL
+         ) v
+         WHERE settled OR unfinished
          ORDER BY id LIMIT 100",
     )
+    .bind(s.settings.purge_settle.as_secs_f64())
     .fetch_all(&s.pool)
     .await
     .map_err(|e| e.to_string())?;
-    for (id, video_id) in &rows {
-        purge(s, *id, video_id).await?;
+    for (id, video_id, settled) in &rows {
+        purge(s, *id, video_id, *settled).await?;
     }
     Ok(rows.len())
 }

@@ -386,7 +386,7 @@ async fn channels_videos_visibility_edits_and_pages() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn delete_cancels_jobs_and_removes_objects() {
-    let env = ApiEnv::start(&[]).await;
+    let env = ApiEnv::start(&["--sweep-interval", "200ms"]).await;
     let (_, alice) = env.signup("alice").await;
     let (_, bob) = env.signup("bob").await;
     let channel = env.channel(&alice).await;
@@ -461,6 +461,41 @@ async fn delete_cancels_jobs_and_removes_objects() {
             break;
         }
         assert!(Instant::now() < deadline, "purge not recorded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A worker still running a job when the video was deleted uploads a
+    // segment after that removal: the final purge, once --purge-settle
+    // (10 minutes) has passed since the deletion, removes it.
+    let late = format!("encoded/{vid}/240p/segment_7.ts");
+    env.s3c
+        .put_object()
+        .bucket(BUCKET)
+        .key(&late)
+        .body(vec![2u8; 10].into())
+        .send()
+        .await
+        .expect("put");
+    let settled = || async {
+        sqlx::query_scalar::<_, Option<chrono::DateTime<chrono::Utc>>>(
+            "SELECT objects_settled_at FROM videos WHERE video_id = $1",
+        )
+        .bind(&vid)
+        .fetch_one(&env.db.pool)
+        .await
+        .expect("settled")
+    };
+    assert!(settled().await.is_none(), "settled before --purge-settle");
+    assert_eq!(env.keys(&late).await.len(), 1);
+    // The settle time passes (moved, not waited for).
+    sqlx::query("UPDATE videos SET deleted_at = now() - interval '11 minutes' WHERE video_id = $1")
+        .bind(&vid)
+        .execute(&env.db.pool)
+        .await
+        .expect("age");
+    env.wait_empty(&format!("encoded/{vid}/")).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while settled().await.is_none() {
+        assert!(Instant::now() < deadline, "final purge not recorded");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
