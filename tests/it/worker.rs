@@ -565,6 +565,72 @@ async fn sigterm_hands_the_running_job_back_and_another_worker_finishes_it() {
     assert_eq!(master.matches("#EXT-X-STREAM-INF").count(), 3);
 }
 
+/// A worker cut off from the coordinator (which stops answering: its
+/// port stays open) stops its job once the lease has run out by its own
+/// clock, since the coordinator may give the job to another worker and a
+/// deleted video's last purge may run: the job ends as `lease_lost`
+/// rather than finishing and being reported late.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_cut_off_from_the_coordinator_stops_when_its_lease_runs_out() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_store_root, store_url) = store_dir(tmp.path());
+    let store = vodfarm_core::store::open(&store_url).await.unwrap();
+    let source = lavfi("cutoff", 1920, 1080, 30, 2.0, true);
+    let path = source.make(tmp.path());
+    let db = TestDb::new().await;
+    let coordinator = CoordinatorProcess::start(&db, &["--lease-ttl", "2s"]).await;
+    let (video, _) = submit(&db, &store, &path, 1).await;
+    let scratch = tmp.path().join("scratch");
+    // The slowest preset: the job lasts far longer than the lease.
+    let worker = WorkerProcess::start(
+        &coordinator.base,
+        &store_url,
+        &scratch,
+        &[],
+        &["--job-types", "transcode", "--x264-preset", "placebo"],
+    );
+    wait_processing(&db, video, "transcode").await;
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .arg(sig)
+            .arg(coordinator.child.id().to_string())
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill {sig}");
+    };
+    signal("-STOP");
+    let http = reqwest::Client::new();
+    let end = Instant::now() + Duration::from_secs(120);
+    let outcome = loop {
+        let text = http
+            .get(format!("{}/metrics", worker.metrics_base))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        let done: Vec<String> = text
+            .lines()
+            .filter(|l| l.starts_with("vodfarm_worker_jobs_total{") && !l.ends_with(" 0"))
+            .map(str::to_owned)
+            .collect();
+        if !done.is_empty() {
+            break done;
+        }
+        assert!(Instant::now() < end, "the job neither stopped nor ended");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    signal("-CONT");
+    assert_eq!(outcome.len(), 1, "{outcome:?}");
+    assert!(
+        outcome[0].contains("outcome=\"lease_lost\"")
+            && outcome[0].contains("job_type=\"transcode\""),
+        "{outcome:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn through_an_s3_server() {
     let s3 = vodfarm_core::testing::S3Server::start().await;
