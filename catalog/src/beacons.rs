@@ -77,13 +77,12 @@ fn valid_session(s: &str) -> bool {
 
 /// 429 `rate_limited` with `Retry-After: secs`.
 fn rate_limited(secs: u64) -> ApiError {
-    let mut e = ApiError::new(
+    ApiError::new(
         StatusCode::TOO_MANY_REQUESTS,
         "rate_limited",
         format!("too many beacon requests from this address; retry in {secs} seconds"),
-    );
-    e.retry_after = Some(secs);
-    e
+    )
+    .with_retry_after(secs)
 }
 
 /// Checks one event against the video's duration and the api's clock.

@@ -695,7 +695,7 @@ pub async fn sweep_deleted(s: &CatalogState) -> Result<usize, String> {
     let rows: Vec<(i64, String, bool)> = sqlx::query_as(
         "SELECT id, video_id, settled FROM (
              SELECT id, video_id,
-                    coalesce(deleted_at, updated_at) < now() - make_interval(secs => $1) AS settled,
+                    deleted_at < now() - make_interval(secs => $1) AS settled,
                     objects_purged_at IS NULL AND updated_at < now() - interval '1 minute' AS unfinished
              FROM videos
              WHERE status = 'deleted' AND objects_settled_at IS NULL

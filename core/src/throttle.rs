@@ -433,13 +433,12 @@ fn parse_ip(raw: &str) -> Option<IpAddr> {
 impl ApiError {
     /// 429 `too_many_attempts` with `Retry-After: secs`.
     pub fn too_many_attempts(secs: u64) -> Self {
-        let mut e = ApiError::new(
+        ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "too_many_attempts",
             format!("too many failed attempts; retry in {secs} seconds"),
-        );
-        e.retry_after = Some(secs);
-        e
+        )
+        .with_retry_after(secs)
     }
 }
 

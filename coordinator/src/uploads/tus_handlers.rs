@@ -382,7 +382,7 @@ pub(super) async fn terminate(
         .execute(&mut *tx)
         .await?;
         sqlx::query(
-            "UPDATE videos SET status = 'deleted', updated_at = now()
+            "UPDATE videos SET status = 'deleted', deleted_at = now(), updated_at = now()
              WHERE id = $1 AND status = 'uploading'",
         )
         .bind(s.video)
