@@ -54,6 +54,12 @@ pub struct AnalyticsArgs {
     /// when players send many small beacons.
     #[arg(long, env = "VODFARM_KAFKA_BATCH_RECORDS", default_value_t = 1)]
     pub kafka_batch_records: u32,
+    /// Beacons of one video published while its previous record is in
+    /// flight travel together in the next record, up to about this many
+    /// bytes (keep it under the broker's and the topic's
+    /// `message.max.bytes`, 1 MB by default).
+    #[arg(long, env = "VODFARM_KAFKA_RECORD_BYTES", default_value_t = 512 * 1024)]
+    pub kafka_record_bytes: usize,
     /// librdkafka debug contexts for the producer and the consumer (e.g.
     /// `consumer,cgrp,fetch` or `all`), logged through tracing at debug
     /// level under target `librdkafka` (RUST_LOG=librdkafka=debug).
@@ -164,6 +170,7 @@ impl AnalyticsArgs {
                     replication: self.kafka_replication,
                     session_timeout: self.kafka_session_timeout,
                     batch_records: self.kafka_batch_records.max(1),
+                    record_bytes: self.kafka_record_bytes.max(1),
                     debug: self.kafka_debug.clone().filter(|d| !d.trim().is_empty()),
                 })
                 .await?,

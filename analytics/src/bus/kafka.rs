@@ -11,7 +11,13 @@
 //! producer puts one record per batch by default, so a committed offset
 //! is always a batch start (tansu's object-store engines answer a fetch
 //! from inside a batch with the next batch, skipping the rest).
+//!
+//! Since each record is then its own produce request, concurrent beacons
+//! of one video share a record (`coalesce.rs`): one record per video is
+//! in flight, and the beacons that arrive meanwhile leave together in
+//! the next, up to `record_bytes`.
 
+use super::coalesce::{CoalesceError, Coalescer, SendRecord};
 use super::{decode, encode, BusConsumer, BusError, EventBus};
 use crate::event::PlaybackEvent;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -44,6 +50,9 @@ pub struct KafkaSettings {
     pub session_timeout: Duration,
     /// Most records in one producer batch (`batch.num.messages`).
     pub batch_records: u32,
+    /// A record carrying several beacons of one video stops growing at
+    /// about this many bytes (a single larger beacon still goes alone).
+    pub record_bytes: usize,
     /// librdkafka `debug` contexts (`consumer,cgrp,fetch`, …), if any.
     pub debug: Option<String>,
 }
@@ -63,8 +72,8 @@ impl KafkaSettings {
 /// A Kafka bus.
 #[derive(Clone)]
 pub struct KafkaBus {
-    producer: FutureProducer,
     settings: KafkaSettings,
+    records: Coalescer<KafkaError>,
 }
 
 impl std::fmt::Debug for KafkaBus {
@@ -109,7 +118,24 @@ impl KafkaBus {
                 }
             }
         }
-        Ok(KafkaBus { producer, settings })
+        let topic = settings.topic.clone();
+        let send: SendRecord<KafkaError> = Arc::new(move |key: String, payload: Vec<u8>| {
+            let (producer, topic) = (producer.clone(), topic.clone());
+            Box::pin(async move {
+                producer
+                    .send(
+                        FutureRecord::to(&topic).key(&key).payload(&payload),
+                        Timeout::After(OP_TIMEOUT),
+                    )
+                    .await
+                    .map(|_| ())
+                    .map_err(|(e, _)| e)
+            })
+        });
+        // One record per video in flight: a video's records reach the
+        // partition in the order their beacons arrived.
+        let records = Coalescer::new(send, 1, settings.record_bytes);
+        Ok(KafkaBus { settings, records })
     }
 }
 
@@ -120,28 +146,23 @@ impl EventBus for KafkaBus {
     }
 
     async fn publish(&self, events: &[PlaybackEvent]) -> Result<(), BusError> {
-        // One record per run of one video's events (keyed by it, so a
-        // video's events stay in order on one partition); a beacon is
-        // one video, hence one record.
+        // One payload per run of one video's events (keyed by it, so a
+        // video's events stay in order on one partition; a beacon is one
+        // video, hence one payload), sharing a record with other
+        // beacons of that video published meanwhile.
         let mut sends = Vec::new();
         for run in events.chunk_by(|a, b| a.video_id == b.video_id) {
             let payload = encode(run)?;
-            let producer = self.producer.clone();
-            let topic = self.settings.topic.clone();
-            let key = run[0].video_id.clone();
-            sends.push(async move {
-                producer
-                    .send(
-                        FutureRecord::to(&topic).key(&key).payload(&payload),
-                        Timeout::After(OP_TIMEOUT),
-                    )
-                    .await
-                    .map(|_| ())
-                    .map_err(|(e, _)| BusError::Kafka(e))
-            });
+            let records = self.records.clone();
+            sends.push(async move { records.publish(&run[0].video_id, payload).await });
         }
         for r in futures::future::join_all(sends).await {
-            r?;
+            r.map_err(|e| match e {
+                CoalesceError::Send(e) => BusError::Kafka(e),
+                CoalesceError::Lost => {
+                    BusError::Other("the task sending the record ended without an answer".into())
+                }
+            })?;
         }
         Ok(())
     }

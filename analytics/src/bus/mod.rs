@@ -11,9 +11,12 @@
 //! One bus entry (a stream entry, a Kafka record) carries the events of
 //! one `publish` call as a JSON array: a beacon's events (up to 100) cost
 //! one append, one delivery and one acknowledgement instead of one each.
+//! On Kafka, concurrent beacons of one video share a record
+//! (`coalesce.rs`).
 //! Entries holding a single JSON object (written before batching) are
 //! still read.
 
+mod coalesce;
 pub mod kafka;
 pub mod redis_stream;
 

@@ -428,6 +428,8 @@ are given).
   value: {{ $a.kafka.partitions | int | toString | quote }}
 - name: VODFARM_KAFKA_REPLICATION
   value: {{ $a.kafka.replication | int | toString | quote }}
+- name: VODFARM_KAFKA_RECORD_BYTES
+  value: {{ $a.kafka.recordBytes | int | toString | quote }}
 {{- with $a.scylla.nodes }}
 - name: SCYLLA_NODES
   value: {{ . | quote }}
