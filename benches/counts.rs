@@ -17,7 +17,9 @@
 //! (1000000: about 20 s per backend; a 200,000-event run lasts 4 s and
 //! its Kafka figure moved by 10 % from run to run), `BENCH_CLIENTS`
 //! (16), `BENCH_BACKENDS` (`kafka,redis`), `BENCH_LOG` (`RUST_LOG` of
-//! the roles and the broker, `warn`). A run whose counts stop moving for
+//! the roles and the broker, `warn`), `BENCH_KAFKA_DELAY_MS` (0: the
+//! bench's tansu is reached through a proxy that delays every chunk this
+//! long each way, a broker further away than loopback). A run whose counts stop moving for
 //! a minute fails, saying so. The last line is
 //! `counts: ours=<events/s> floor=<events/s> ratio=<r> lag_p99_ms=<l>`
 //! (the Redis Stream's figures; Kafka's line comes before it).
@@ -84,6 +86,53 @@ fn tansu_bin() -> Option<String> {
         .unwrap_or_else(|_| format!("{}/.cargo", std::env::var("HOME").unwrap_or_default()));
     let p = format!("{home}/bin/tansu");
     std::path::Path::new(&p).exists().then_some(p)
+}
+
+/// Forwards every connection on `listener` to 127.0.0.1:`target`, each
+/// chunk in either direction `delay` late (in order): a broker `2 ×
+/// delay` away, as a replicated `acks=all` write across zones is.
+async fn delay_proxy(listener: tokio::net::TcpListener, target: u16, delay: Duration) {
+    while let Ok((client, _)) = listener.accept().await {
+        tokio::spawn(async move {
+            let Ok(broker) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await else {
+                return;
+            };
+            let (cr, cw) = client.into_split();
+            let (br, bw) = broker.into_split();
+            tokio::join!(delayed(cr, bw, delay), delayed(br, cw, delay));
+        });
+    }
+}
+
+/// Copies `from` to `to`, each chunk written `delay` after it was read.
+async fn delayed(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    delay: Duration,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+    let writer = tokio::spawn(async move {
+        while let Some((due, chunk)) = rx.recv().await {
+            tokio::time::sleep_until(due).await;
+            if to.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+        let _ = to.shutdown().await;
+    });
+    let mut buf = vec![0u8; 64 * 1024];
+    while let Ok(n) = from.read(&mut buf).await {
+        if n == 0
+            || tx
+                .send((tokio::time::Instant::now() + delay, buf[..n].to_vec()))
+                .is_err()
+        {
+            break;
+        }
+    }
+    drop(tx);
+    let _ = writer.await;
 }
 
 /// How long the counts may stay still before a run is declared stalled.
@@ -429,16 +478,30 @@ async fn main() -> anyhow::Result<()> {
                 Some(bin) => {
                     let port = free_port()?;
                     let url = format!("tcp://127.0.0.1:{port}");
+                    // With a delay, clients reach the broker through the
+                    // delaying proxy only (it is what tansu advertises).
+                    let delay = env_num("BENCH_KAFKA_DELAY_MS", 0);
+                    let advertised = if delay > 0 {
+                        let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+                        let at = proxy.local_addr()?.port();
+                        tokio::spawn(delay_proxy(proxy, port, Duration::from_millis(delay as u64)));
+                        println!("  kafka: {delay} ms each way between the roles and tansu");
+                        at
+                    } else {
+                        port
+                    };
+                    let adv_url = format!("tcp://127.0.0.1:{advertised}");
                     let child = Proc(
                         Command::new(bin)
-                            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+                            .args(["broker", "--listener-url", &url])
+                            .args(["--advertised-listener-url", &adv_url])
                             .args(["--storage-engine", "memory://tansu/"])
                             .env("RUST_LOG", role_log())
                             .stdout(Stdio::null())
                             .spawn()?,
                     );
                     tokio::time::sleep(Duration::from_secs(1)).await;
-                    Some((format!("127.0.0.1:{port}"), Some(child)))
+                    Some((format!("127.0.0.1:{advertised}"), Some(child)))
                 }
                 None => None,
             },

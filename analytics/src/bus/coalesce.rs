@@ -5,8 +5,10 @@
 //! Why: the Kafka producer puts one record per batch (see `kafka.rs`),
 //! so every record is its own produce request, and an idempotent
 //! producer keeps at most five requests in flight per broker. A popular
-//! video's beacons then queue one request per beacon behind each other
-//! (on the 2-core bench, ~45,000 events/s). Here at most
+//! video's beacons then queue one request per beacon behind each other:
+//! with the broker 5 ms away each way the bench moved 8,255 events/s,
+//! with shared records 36,051-37,602 (ARCHITECTURE.md, Known gaps; on
+//! loopback both ~110,000). Here at most
 //! `max_in_flight` records per key are in flight; whatever arrives
 //! meanwhile waits and leaves as one record when one of them is
 //! acknowledged. An idle key adds no delay: its first beacon is sent at
@@ -225,15 +227,14 @@ mod tests {
         assert!(take_batch(&mut q, 10).is_empty());
     }
 
+    /// The records a test sender saw: key and events.
+    type Sent = Arc<Mutex<Vec<(String, Vec<i32>)>>>;
+
     /// A sender that records every record and holds each for `hold`.
     fn recording(
         hold: Duration,
         fail_key: Option<&'static str>,
-    ) -> (
-        SendRecord<String>,
-        Arc<Mutex<Vec<(String, Vec<i32>)>>>,
-        Arc<AtomicUsize>,
-    ) {
+    ) -> (SendRecord<String>, Sent, Arc<AtomicUsize>) {
         let sent = Arc::new(Mutex::new(Vec::new()));
         let peak = Arc::new(AtomicUsize::new(0));
         let live = Arc::new(AtomicUsize::new(0));
