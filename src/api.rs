@@ -392,6 +392,7 @@ pub async fn run_with(
     let addr = listener.local_addr().unwrap_or(args.listen);
     tracing::info!(%addr, store = %args.store, "api listening");
     let registry = Registry::new();
+    analytics.bus.register_metrics(&registry)?;
     let throttle =
         vodfarm_core::throttle::Throttle::new(pool.clone(), (&args.throttle).into(), &registry)?;
     let upload_state = UploadState {

@@ -232,7 +232,7 @@ row("Analytics (counts, recs)")
 ts("Playback events applied", "Events the counts consumers applied per second, by result (duplicate: a redelivered or retried event the dedup key stopped), and views counted per second.",
    [(f"sum by (result) (rate(vodfarm_counts_events_total[{R}]))", "{{result}}/s"),
     (f"sum(rate(vodfarm_counts_views_total[{R}]))", "views/s")], unit="short")
-ts("Counts consumer lag", "Bus entries (one per beacon request, up to 100 events) the counts consumer group has not committed; every replica reports the whole group, hence max(). -1: the bus could not be asked.",
+ts("Counts consumer lag", "Bus entries (Redis Stream: one per beacon request, up to 100 events; Kafka: one per record, which concurrent beacons of one video share) the counts consumer group has not committed; every replica reports the whole group, hence max(). -1: the bus could not be asked.",
    [("max(vodfarm_counts_lag_entries)", "entries waiting")], unit="short")
 ts("Counts batches", "Seconds to apply (one Lua script run), write history for and commit one batch.",
    [(q(0.5, "vodfarm_counts_batch_seconds", "le"), "p50"),

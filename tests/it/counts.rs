@@ -167,6 +167,30 @@ async fn exact_counts_through_kills(kafka: bool) {
     assert!(rows <= 2, "one row per hour, not per flush: {rows}");
     assert_eq!(channel_total(ch_a).await, want_a + 20);
 
+    // On Kafka the api counts its records: 460 beacon requests (400, 40
+    // retries, 20 late), sent 8 at a time, never more records than
+    // requests, and the histogram of beacons per record adds up to them.
+    if kafka {
+        let text = crate::common::metrics_text(&env.api.api.base).await;
+        crate::metrics::promtool_check_metrics(
+            &crate::metrics::promtool_or_explain(),
+            "api",
+            &text,
+        );
+        let ok = crate::common::metric(&text, "vodfarm_kafka_records_total{result=\"ok\"}")
+            .expect("records counted");
+        let beacons =
+            crate::common::metric(&text, "vodfarm_kafka_record_beacons_sum").expect("beacons");
+        let records =
+            crate::common::metric(&text, "vodfarm_kafka_record_beacons_count").expect("records");
+        assert_eq!(records, ok, "{text}");
+        assert!(
+            ok >= 1.0 && ok <= beacons,
+            "{ok} records for {beacons} beacons"
+        );
+        assert_eq!(beacons, 460.0, "every beacon in exactly one record");
+    }
+
     // The counter's /metrics pass promtool's lint.
     let text = crate::common::metrics_text(&counts.base).await;
     crate::metrics::promtool_check_metrics(&crate::metrics::promtool_or_explain(), "counts", &text);

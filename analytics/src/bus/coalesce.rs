@@ -21,6 +21,7 @@
 //! make the retry count once).
 
 use futures::future::BoxFuture;
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, Opts, Registry};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
@@ -46,8 +47,45 @@ impl<E> Clone for Coalescer<E> {
     }
 }
 
+/// Records sent and how many payloads (beacons) each carried.
+#[derive(Clone)]
+pub(crate) struct RecordMetrics {
+    records: IntCounterVec,
+    payloads: Histogram,
+}
+
+impl RecordMetrics {
+    /// Metrics named `{prefix}_records_total{result}` and
+    /// `{prefix}_record_beacons`, not yet registered.
+    pub(crate) fn new(prefix: &str) -> prometheus::Result<Self> {
+        Ok(RecordMetrics {
+            records: IntCounterVec::new(
+                Opts::new(
+                    format!("{prefix}_records_total"),
+                    "Records the api sent to the bus, by result (ok, failed)",
+                ),
+                &["result"],
+            )?,
+            payloads: Histogram::with_opts(
+                HistogramOpts::new(
+                    format!("{prefix}_record_beacons"),
+                    "Beacons that shared one record",
+                )
+                .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0]),
+            )?,
+        })
+    }
+
+    /// Registers them on `registry`.
+    pub(crate) fn register(&self, registry: &Registry) -> prometheus::Result<()> {
+        registry.register(Box::new(self.records.clone()))?;
+        registry.register(Box::new(self.payloads.clone()))
+    }
+}
+
 struct Inner<E> {
     send: SendRecord<E>,
+    metrics: RecordMetrics,
     max_in_flight: usize,
     max_bytes: usize,
     keys: Mutex<HashMap<String, KeyQueue<E>>>,
@@ -72,10 +110,16 @@ impl<E: Clone + Send + 'static> Coalescer<E> {
     /// A coalescer sending through `send`, with at most `max_in_flight`
     /// records per key in flight and records of about `max_bytes` at
     /// most.
-    pub(crate) fn new(send: SendRecord<E>, max_in_flight: usize, max_bytes: usize) -> Self {
+    pub(crate) fn new(
+        send: SendRecord<E>,
+        metrics: RecordMetrics,
+        max_in_flight: usize,
+        max_bytes: usize,
+    ) -> Self {
         Coalescer {
             inner: Arc::new(Inner {
                 send,
+                metrics,
                 max_in_flight: max_in_flight.max(1),
                 max_bytes: max_bytes.max(1),
                 keys: Mutex::new(HashMap::new()),
@@ -146,6 +190,9 @@ impl<E: Clone + Send + 'static> Inner<E> {
             let (payloads, waiters): (Vec<Vec<u8>>, Vec<Done<E>>) = batch.into_iter().unzip();
             let record = concat_arrays(&payloads);
             let result = (self.send)(key.clone(), record).await;
+            let outcome = if result.is_ok() { "ok" } else { "failed" };
+            self.metrics.records.with_label_values(&[outcome]).inc();
+            self.metrics.payloads.observe(waiters.len() as f64);
             for w in waiters {
                 // A caller that went away needs no answer.
                 let _ = w.send(result.clone());
@@ -227,6 +274,10 @@ mod tests {
         assert!(take_batch(&mut q, 10).is_empty());
     }
 
+    fn metrics() -> RecordMetrics {
+        RecordMetrics::new("test").expect("metrics")
+    }
+
     /// The records a test sender saw: key and events.
     type Sent = Arc<Mutex<Vec<(String, Vec<i32>)>>>;
 
@@ -273,7 +324,7 @@ mod tests {
     #[tokio::test]
     async fn a_lone_payload_goes_at_once_and_alone() {
         let (send, sent, _) = recording(Duration::ZERO, None);
-        let c = Coalescer::new(send, 2, 1 << 20);
+        let c = Coalescer::new(send, metrics(), 2, 1 << 20);
         c.publish("v1", b"[1,2]".to_vec()).await.expect("publish");
         assert_eq!(
             *sent.lock().expect("lock"),
@@ -285,7 +336,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn payloads_of_a_busy_key_share_records_and_every_one_arrives_once() {
         let (send, sent, peak) = recording(Duration::from_millis(20), None);
-        let c = Coalescer::new(send, 2, 1 << 20);
+        let c = Coalescer::new(send, metrics(), 2, 1 << 20);
         let mut set = tokio::task::JoinSet::new();
         for i in 0..200 {
             let c = c.clone();
@@ -316,7 +367,7 @@ mod tests {
     async fn records_keep_to_the_byte_budget() {
         let (send, sent, _) = recording(Duration::from_millis(10), None);
         // Each payload is 5 or 6 bytes; 16 bytes hold two.
-        let c = Coalescer::new(send, 1, 16);
+        let c = Coalescer::new(send, metrics(), 1, 16);
         let mut set = tokio::task::JoinSet::new();
         for i in 100..150 {
             let c = c.clone();
@@ -333,7 +384,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failed_record_fails_every_payload_in_it_and_no_other_key() {
         let (send, _, _) = recording(Duration::from_millis(5), Some("bad"));
-        let c = Coalescer::new(send, 1, 1 << 20);
+        let c = Coalescer::new(send, metrics(), 1, 1 << 20);
         let mut set = tokio::task::JoinSet::new();
         for i in 0..40 {
             let c = c.clone();

@@ -17,7 +17,7 @@
 //! in flight, and the beacons that arrive meanwhile leave together in
 //! the next, up to `record_bytes`.
 
-use super::coalesce::{CoalesceError, Coalescer, SendRecord};
+use super::coalesce::{CoalesceError, Coalescer, RecordMetrics, SendRecord};
 use super::{decode, encode, BusConsumer, BusError, EventBus};
 use crate::event::PlaybackEvent;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -74,6 +74,7 @@ impl KafkaSettings {
 pub struct KafkaBus {
     settings: KafkaSettings,
     records: Coalescer<KafkaError>,
+    metrics: RecordMetrics,
 }
 
 impl std::fmt::Debug for KafkaBus {
@@ -134,8 +135,14 @@ impl KafkaBus {
         });
         // One record per video in flight: a video's records reach the
         // partition in the order their beacons arrived.
-        let records = Coalescer::new(send, 1, settings.record_bytes);
-        Ok(KafkaBus { settings, records })
+        let metrics = RecordMetrics::new("vodfarm_kafka")
+            .map_err(|e| BusError::Other(format!("metrics: {e}")))?;
+        let records = Coalescer::new(send, metrics.clone(), 1, settings.record_bytes);
+        Ok(KafkaBus {
+            settings,
+            records,
+            metrics,
+        })
     }
 }
 
@@ -143,6 +150,10 @@ impl KafkaBus {
 impl EventBus for KafkaBus {
     fn kind(&self) -> &'static str {
         "kafka"
+    }
+
+    fn register_metrics(&self, registry: &prometheus::Registry) -> prometheus::Result<()> {
+        self.metrics.register(registry)
     }
 
     async fn publish(&self, events: &[PlaybackEvent]) -> Result<(), BusError> {

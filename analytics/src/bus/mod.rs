@@ -52,6 +52,12 @@ pub trait EventBus: Send + Sync + std::fmt::Debug {
     /// `redis-stream` or `kafka` (logs and metrics).
     fn kind(&self) -> &'static str;
 
+    /// Registers the bus's own metrics on the publishing side (the api's
+    /// `/metrics`); a bus with none registers nothing.
+    fn register_metrics(&self, _registry: &prometheus::Registry) -> prometheus::Result<()> {
+        Ok(())
+    }
+
     /// Appends `events` durably: returns once the bus holds every one
     /// (Redis: the XADD ran; Kafka: every record acknowledged by all
     /// in-sync replicas). One call's events travel together in one entry
