@@ -600,17 +600,9 @@ async fn a_worker_cut_off_from_the_coordinator_stops_when_its_lease_runs_out() {
         assert!(ok, "kill {sig}");
     };
     signal("-STOP");
-    let http = reqwest::Client::new();
     let end = Instant::now() + Duration::from_secs(120);
     let outcome = loop {
-        let text = http
-            .get(format!("{}/metrics", worker.metrics_base))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("metrics text");
+        let text = metrics_text(&worker.metrics_base).await;
         let done: Vec<String> = text
             .lines()
             .filter(|l| l.starts_with("vodfarm_worker_jobs_total{") && !l.ends_with(" 0"))

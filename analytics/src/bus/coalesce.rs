@@ -48,7 +48,6 @@ impl<E> Clone for Coalescer<E> {
 }
 
 /// Records sent and how many payloads (beacons) each carried.
-#[derive(Clone)]
 pub(crate) struct RecordMetrics {
     records: IntCounterVec,
     payloads: Histogram,
@@ -77,7 +76,7 @@ impl RecordMetrics {
     }
 
     /// Registers them on `registry`.
-    pub(crate) fn register(&self, registry: &Registry) -> prometheus::Result<()> {
+    fn register(&self, registry: &Registry) -> prometheus::Result<()> {
         registry.register(Box::new(self.records.clone()))?;
         registry.register(Box::new(self.payloads.clone()))
     }
@@ -125,6 +124,11 @@ impl<E: Clone + Send + 'static> Coalescer<E> {
                 keys: Mutex::new(HashMap::new()),
             }),
         }
+    }
+
+    /// Registers its [`RecordMetrics`] on `registry`.
+    pub(crate) fn register_metrics(&self, registry: &Registry) -> prometheus::Result<()> {
+        self.inner.metrics.register(registry)
     }
 
     /// Publishes `payload` (a JSON array) under `key`, alone or with
@@ -220,7 +224,7 @@ fn take_batch<T>(waiting: &mut VecDeque<(Vec<u8>, T)>, max_bytes: usize) -> Vec<
 
 /// Joins JSON arrays into one array of all their elements, in order
 /// (`[a,b]` and `[c]` give `[a,b,c]`; empty arrays add nothing).
-pub(crate) fn concat_arrays(payloads: &[Vec<u8>]) -> Vec<u8> {
+fn concat_arrays(payloads: &[Vec<u8>]) -> Vec<u8> {
     if let [one] = payloads {
         return one.clone();
     }

@@ -74,7 +74,6 @@ impl KafkaSettings {
 pub struct KafkaBus {
     settings: KafkaSettings,
     records: Coalescer<KafkaError>,
-    metrics: RecordMetrics,
 }
 
 impl std::fmt::Debug for KafkaBus {
@@ -137,12 +136,8 @@ impl KafkaBus {
         // partition in the order their beacons arrived.
         let metrics = RecordMetrics::new("vodfarm_kafka")
             .map_err(|e| BusError::Other(format!("metrics: {e}")))?;
-        let records = Coalescer::new(send, metrics.clone(), 1, settings.record_bytes);
-        Ok(KafkaBus {
-            settings,
-            records,
-            metrics,
-        })
+        let records = Coalescer::new(send, metrics, 1, settings.record_bytes);
+        Ok(KafkaBus { settings, records })
     }
 }
 
@@ -153,7 +148,7 @@ impl EventBus for KafkaBus {
     }
 
     fn register_metrics(&self, registry: &prometheus::Registry) -> prometheus::Result<()> {
-        self.metrics.register(registry)
+        self.records.register_metrics(registry)
     }
 
     async fn publish(&self, events: &[PlaybackEvent]) -> Result<(), BusError> {
